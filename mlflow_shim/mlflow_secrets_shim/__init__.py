@@ -1,0 +1,1 @@
+"""MLflow request-auth plugin that obtains headers from mlflow-secrets-helper."""
