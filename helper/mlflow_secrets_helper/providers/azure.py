@@ -1,0 +1,411 @@
+"""Azure Key Vault: read one secret with ``DefaultAzureCredential`` and ``SecretClient``.
+
+The credential is the SDK's own chain, unmodified (environment service principal, workload
+identity, managed identity, then developer logins such as the Azure CLI); the interactive
+browser is excluded, so nothing ever prompts. ``client_id`` (TOML only) selects a
+user-assigned managed identity; ``AZURE_CLIENT_ID`` in the environment does the same through
+the SDK itself.
+
+What the secret's attributes mean here: a disabled secret, or one outside its ``nbf``/``exp``
+window, is refused with :class:`BackendDenied` (exit 3). The service itself answers a disabled
+secret with 403 and the owner of the secret turned it off on purpose, so the helper stops
+loudly instead of falling through to another provider or serving a stale copy. ``exp`` also
+caps how long the value may be cached (``Fetched.expires_at``).
+
+Azure SDK log records never reach the terminal unless the program configured logging: a
+``NullHandler`` on the ``azure`` and ``msal`` loggers keeps Python's last-resort handler quiet,
+and HTTP logging of bodies stays off. Error messages carry Key Vault error codes, the vault URL
+and the secret name, never a token or a secret value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from mlflow_secrets_helper.errors import (
+    BackendDenied,
+    BackendUnavailable,
+    ConfigError,
+    HelperError,
+    InvalidSecret,
+    NotFound,
+)
+from mlflow_secrets_helper.providers import Fetched
+from mlflow_secrets_helper.secret import Secret
+
+if TYPE_CHECKING:
+    from azure.keyvault.secrets import KeyVaultSecret
+
+NAME = "azure-key-vault"
+PUBLIC_CLOUD_SUFFIX = ".vault.azure.net"
+RBAC_ROLE = "Key Vault Secrets User"
+
+_SETTINGS = frozenset({"vault_url", "secret_name", "secret_version", "client_id"})
+# vault names: 3-24 characters, letters, digits and single hyphens, starting with a letter
+_VAULT_NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?!-)){1,22}[a-z0-9]")
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+_SECRET_VERSION = re.compile(r"[0-9a-f]{32}")
+_CLIENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# The transport may retry transient failures inside the caller's deadline, but no more than this.
+_RETRIES = 2
+_RETRY_BACKOFF = 0.4
+
+
+def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AzureKeyVaultProvider:
+    """Build the provider from a route's settings. Imports no Azure module.
+
+    ``env`` is not read: ``DefaultAzureCredential`` reads its own variables from the process
+    environment when the secret is fetched.
+    """
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise ConfigError(
+            "unknown azure-key-vault setting(s): " + ", ".join(unknown),
+            hints=["known settings: " + ", ".join(sorted(_SETTINGS))],
+        )
+    return AzureKeyVaultProvider(
+        vault_url=vault_url_from(settings.get("vault_url", "")),
+        secret_name=_secret_name(settings.get("secret_name", "")),
+        secret_version=_secret_version(settings.get("secret_version", "")),
+        client_id=_client_id(settings.get("client_id", "")),
+    )
+
+
+def vault_url_from(value: str) -> str:
+    """``https://host[:port]`` from a vault URL, or the public-cloud URL of a bare vault name."""
+    text = value.strip()
+    if not text:
+        raise ConfigError(
+            "no Key Vault is configured",
+            hints=[
+                "set MLFLOW_AZURE_KEY_VAULT_URL to https://<vault>.vault.azure.net or a vault name"
+            ],
+        )
+    if "://" not in text:
+        name = text.lower()
+        if not _VAULT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{text!r} is neither a Key Vault URL nor a vault name",
+                hints=[
+                    "a vault name has 3-24 letters, digits and single hyphens and starts with"
+                    " a letter; otherwise give the full https:// URL"
+                ],
+            )
+        return f"https://{name}{PUBLIC_CLOUD_SUFFIX}"
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "https":
+        raise ConfigError(
+            f"the Key Vault URL must use https, not {parts.scheme!r}",
+            hints=["Key Vault accepts only TLS; the Azure SDK never sends a token over http"],
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("the Key Vault URL has an invalid port") from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.username is not None
+        or parts.password is not None
+        or not _HOST.fullmatch(host)
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(
+            "the Key Vault URL must be https://<host>[:port] with no path, query or user info",
+            hints=["for example https://myvault.vault.azure.net"],
+        )
+    return f"https://{host}" + (f":{port}" if port not in (None, 443) else "")
+
+
+def _secret_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ConfigError(
+            "no Key Vault secret name is configured",
+            hints=["set MLFLOW_AZURE_SECRET_NAME"],
+        )
+    if not _SECRET_NAME.fullmatch(name):
+        raise ConfigError(
+            "the Key Vault secret name must be 1-127 letters, digits and hyphens",
+            hints=["check MLFLOW_AZURE_SECRET_NAME"],
+        )
+    return name
+
+
+def _secret_version(value: str) -> str | None:
+    version = value.strip().lower()
+    if version in ("", "latest"):
+        return None
+    if not _SECRET_VERSION.fullmatch(version):
+        raise ConfigError(
+            "MLFLOW_AZURE_SECRET_VERSION must be 'latest' or a 32-character version id",
+            hints=["list versions with: az keyvault secret list-versions --vault-name V --name N"],
+        )
+    return version
+
+
+def _client_id(value: str) -> str | None:
+    client_id = value.strip().lower()
+    if not client_id:
+        return None
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise ConfigError("client_id must be the managed identity's client id (a GUID)")
+    return client_id
+
+
+class AzureKeyVaultProvider:
+    """Reads one secret (latest or a pinned version) from one Key Vault."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        vault_url: str,
+        secret_name: str,
+        secret_version: str | None = None,
+        client_id: str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.vault_url = vault_url
+        self.secret_name = secret_name
+        self.secret_version = secret_version
+        self.client_id = client_id
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"AzureKeyVaultProvider({self.reference()!r})"
+
+    def reference(self) -> str:
+        ref = f"{self.vault_url}/secrets/{self.secret_name}"
+        return f"{ref}/{self.secret_version}" if self.secret_version else ref
+
+    def cache_key(self) -> str:
+        return f"{NAME}|{self.vault_url}|{self.secret_name}|{self.secret_version or 'latest'}"
+
+    def fetch(self, deadline: float) -> Fetched:
+        """Read the secret before ``deadline`` (``time.monotonic()``), whatever the SDK does.
+
+        The SDK has no single deadline covering token acquisition, the challenge round trip and
+        retries, so the read runs in a daemon thread and this call stops waiting at the
+        deadline; the transport's own timeouts make the abandoned thread end soon after.
+        """
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._too_slow(0.0)
+        _keep_sdk_logs_off_the_terminal()
+        outcome: list[Fetched | BaseException] = []
+        worker = threading.Thread(
+            target=self._read_into, args=(outcome, deadline), name="azure-key-vault", daemon=True
+        )
+        worker.start()
+        worker.join(remaining)
+        if not outcome:
+            raise self._too_slow(remaining)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _too_slow(self, seconds: float) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Key Vault {self.vault_url} did not return secret {self.secret_name!r} "
+            f"within the {seconds:.1f} s deadline",
+            hints=[
+                "check network access to the vault, or raise --timeout / MLFLOW_SECRETS_TIMEOUT_SEC"
+            ],
+        )
+
+    def _read_into(self, outcome: list[Fetched | BaseException], deadline: float) -> None:
+        try:
+            outcome.append(self._read(deadline))
+        except HelperError as error:
+            outcome.append(error)
+        except Exception as error:  # noqa: BLE001 - mapped, or handed to the caller's thread
+            outcome.append(self._map(error) or error)
+
+    def _read(self, deadline: float) -> Fetched:
+        from azure.identity import DefaultAzureCredential
+        from azure.keyvault.secrets import SecretClient
+
+        seconds = max(deadline - time.monotonic(), 0.05)
+        credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
+        if self.client_id:
+            credential_options["managed_identity_client_id"] = self.client_id
+        with (
+            DefaultAzureCredential(**credential_options) as credential,
+            SecretClient(
+                vault_url=self.vault_url,
+                credential=credential,
+                connection_timeout=min(seconds, 10.0),
+                read_timeout=seconds,
+                retry_total=_RETRIES,
+                retry_backoff_factor=_RETRY_BACKOFF,
+                timeout=seconds,
+                logging_enable=False,
+            ) as client,
+        ):
+            secret = client.get_secret(self.secret_name, self.secret_version)
+        return self._checked(secret)
+
+    def _checked(self, secret: KeyVaultSecret) -> Fetched:
+        properties = secret.properties
+        version = properties.version
+        where = f"secret {self.secret_name!r}" + (f" version {version}" if version else "")
+        where += f" in {self.vault_url}"
+        hint_version = "or set MLFLOW_AZURE_SECRET_VERSION to a valid version"
+        if properties.enabled is False:
+            raise BackendDenied(
+                f"{where} is disabled",
+                hints=[f"enable it in the vault, {hint_version}"],
+            )
+        now = self._clock()
+        not_before, expires_on = properties.not_before, properties.expires_on
+        if not_before is not None and not_before.timestamp() > now:
+            raise BackendDenied(
+                f"{where} is not valid before {_utc(not_before)}",
+                hints=[f"wait, change its activation date, {hint_version}"],
+            )
+        if expires_on is not None and expires_on.timestamp() <= now:
+            raise BackendDenied(
+                f"{where} expired at {_utc(expires_on)}",
+                hints=[f"store a new version, {hint_version}"],
+            )
+        if secret.value is None:
+            raise InvalidSecret(f"{where} has no value")
+        return Fetched(
+            value=Secret(secret.value),
+            expires_at=expires_on.timestamp() if expires_on is not None else None,
+            version=version,
+        )
+
+    def _map(self, error: Exception) -> HelperError | None:
+        """The helper's error for an Azure SDK exception, or None when it is not one of them."""
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        secret = f"secret {self.secret_name!r} in {self.vault_url}"
+        if isinstance(error, ResourceNotFoundError):
+            code = _codes(error) or "SecretNotFound"
+            return NotFound(
+                f"{secret} was not found ({code})"
+                + (
+                    f"; version {self.secret_version} does not exist" if self.secret_version else ""
+                ),
+                hints=[
+                    "check MLFLOW_AZURE_SECRET_NAME, MLFLOW_AZURE_SECRET_VERSION and the vault URL"
+                ],
+            )
+        if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+            # raised by the credential: no source in the chain produced a token
+            summary = _one_line(error.message)
+            if _looks_like_network(summary):
+                return BackendUnavailable(
+                    f"cannot get an Azure token for {self.vault_url}: {summary}"
+                )
+            return BackendDenied(
+                f"no Azure credential could get a token for {self.vault_url}: {summary}",
+                hints=[
+                    "configure a managed identity, a service principal (AZURE_TENANT_ID, "
+                    "AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), workload identity, or run 'az login'"
+                ],
+            )
+        if isinstance(error, HttpResponseError):
+            status = error.status_code or 0
+            code = _codes(error) or f"HTTP {status}"
+            if status == 401:
+                return BackendDenied(
+                    f"Key Vault rejected the Azure token for {secret} ({code})",
+                    hints=["the identity may belong to another tenant, or its token was revoked"],
+                )
+            if status == 403:
+                if "SecretDisabled" in code:
+                    return BackendDenied(
+                        f"{secret} is disabled ({code})",
+                        hints=[
+                            "enable it in the vault, or set MLFLOW_AZURE_SECRET_VERSION "
+                            "to an enabled version"
+                        ],
+                    )
+                return BackendDenied(
+                    f"access to {secret} was denied ({code})",
+                    hints=[
+                        f"grant the identity the '{RBAC_ROLE}' role on the vault or the secret "
+                        "(or the 'Get' secret permission where the vault uses access policies), "
+                        "and check the vault's firewall"
+                    ],
+                )
+            if status in (408, 429) or status >= 500:
+                return BackendUnavailable(f"Key Vault could not serve {secret} now ({code})")
+            return BackendDenied(f"Key Vault refused the request for {secret} ({code})")
+        if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+            return BackendUnavailable(
+                f"cannot reach Key Vault for {secret}: {_one_line(str(error))}",
+                hints=["check the network, proxy settings and the CA bundle (REQUESTS_CA_BUNDLE)"],
+            )
+        if isinstance(error, ValueError) and "challenge" in str(error).lower():
+            return ConfigError(
+                f"{self.vault_url} answered with an authentication challenge for another service; "
+                "is it a Key Vault URL?",
+                hints=["check MLFLOW_AZURE_KEY_VAULT_URL"],
+            )
+        return None
+
+
+def _codes(error: Any) -> str:
+    """``Code/InnerCode`` from a Key Vault error body, e.g. ``Forbidden/ForbiddenByRbac``."""
+    odata = getattr(error, "error", None)
+    code = getattr(odata, "code", None)
+    inner = getattr(odata, "innererror", None)
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    parts = [str(part) for part in (code, inner_code) if part]
+    return "/".join(parts)
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_NETWORK_WORDS = (
+    "connection refused",
+    "failed to establish",
+    "timed out",
+    "name resolution",
+    "max retries exceeded",
+    "connection aborted",
+    "connection reset",
+)
+
+
+def _looks_like_network(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _NETWORK_WORDS)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _keep_sdk_logs_off_the_terminal() -> None:
+    """Give the SDK loggers a NullHandler so Python's last-resort handler never prints their
+    warnings; a program that configured logging still receives the records."""
+    for name in ("azure", "msal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+            logger.addHandler(logging.NullHandler())

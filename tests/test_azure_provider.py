@@ -1,0 +1,401 @@
+"""The Azure Key Vault provider, in process, with the real SDK against the loopback stand-ins."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlflow_secrets_helper.errors import (
+    BackendDenied,
+    BackendUnavailable,
+    ConfigError,
+    NotFound,
+)
+from mlflow_secrets_helper.providers import Provider, create
+from mlflow_secrets_helper.providers.azure import AzureKeyVaultProvider, from_settings
+from mlflow_secrets_helper.secret import parse_secret
+from tests.support.contract import ProviderContract
+from tests.support.keyvault import AzureCloud
+
+
+def deadline(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+def _name() -> str:
+    return "mlflow-" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def cloud(azure_cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch) -> AzureCloud:
+    azure_cloud.apply(monkeypatch)
+    return azure_cloud
+
+
+def provider_for(cloud: AzureCloud, name: str, **settings: str) -> AzureKeyVaultProvider:
+    return from_settings({"vault_url": cloud.vault_url, "secret_name": name, **settings}, {})
+
+
+class TestAzureContract(ProviderContract):
+    sdk_module = "azure.keyvault.secrets"
+    provider_name = "azure-key-vault"
+
+    @pytest.fixture
+    def make_provider(self, cloud: AzureCloud) -> Callable[..., Provider]:
+        def make(payload: str | bytes, **settings: str) -> Provider:
+            name = _name()
+            text = payload.decode() if isinstance(payload, bytes) else payload
+            cloud.kv.set_secret(name, text)
+            return provider_for(cloud, name, **settings)
+
+        return make
+
+    @pytest.fixture
+    def missing_provider(self, cloud: AzureCloud) -> Provider:
+        return provider_for(cloud, "no-such-secret")
+
+    @pytest.fixture
+    def denied_provider(self, cloud: AzureCloud) -> Provider:
+        cloud.kv.set_secret("guarded", "value-nobody-may-read")
+        cloud.kv.deny("get")
+        return provider_for(cloud, "guarded")
+
+    @pytest.fixture
+    def unreachable_provider(self, cloud: AzureCloud) -> Provider:
+        return from_settings({"vault_url": cloud.silent_vault_url, "secret_name": "anything"}, {})
+
+    @pytest.fixture
+    def rotate(self, cloud: AzureCloud) -> Callable[[Provider, str], None]:
+        def rotate(provider: Provider, payload: str) -> None:
+            assert isinstance(provider, AzureKeyVaultProvider)
+            cloud.kv.set_secret(provider.secret_name, payload)
+
+        return rotate
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_vault_name_expands_to_public_cloud_url() -> None:
+    provider = from_settings({"vault_url": "My-Vault1", "secret_name": "s"}, {})
+    assert provider.vault_url == "https://my-vault1.vault.azure.net"
+    assert provider.reference() == "https://my-vault1.vault.azure.net/secrets/s"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://MyVault.vault.azure.net/", "https://myvault.vault.azure.net"),
+        ("https://kv.vault.azure.cn", "https://kv.vault.azure.cn"),
+        ("https://kv.vault.azure.net:443", "https://kv.vault.azure.net"),
+        ("https://kv.example.test:8443", "https://kv.example.test:8443"),
+    ],
+)
+def test_vault_urls_are_normalised(url: str, expected: str) -> None:
+    assert from_settings({"vault_url": url, "secret_name": "s"}, {}).vault_url == expected
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"secret_name": "s"},
+        {"vault_url": "", "secret_name": "s"},
+        {"vault_url": "http://kv.vault.azure.net", "secret_name": "s"},
+        {"vault_url": "https://user@kv.vault.azure.net", "secret_name": "s"},
+        {"vault_url": "https://kv.vault.azure.net/secrets/s", "secret_name": "s"},
+        {"vault_url": "https://kv.vault.azure.net?x=1", "secret_name": "s"},
+        {"vault_url": "ab", "secret_name": "s"},
+        {"vault_url": "bad--name", "secret_name": "s"},
+        {"vault_url": "kv1"},
+        {"vault_url": "kv1", "secret_name": "has space"},
+        {"vault_url": "kv1", "secret_name": "a/b"},
+        {"vault_url": "kv1", "secret_name": "s", "secret_version": "v1"},
+        {"vault_url": "kv1", "secret_name": "s", "client_id": "not-a-guid"},
+        {"vault_url": "kv1", "secret_name": "s", "ttl_sec": "5"},
+        {"vault_url": "kv1", "secret_name": "s", "verify_challenge_resource": "false"},
+    ],
+)
+def test_bad_settings_are_config_errors(settings: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        from_settings(settings, {})
+
+
+def test_version_latest_means_no_version() -> None:
+    provider = from_settings(
+        {"vault_url": "kv1", "secret_name": "s", "secret_version": "latest"}, {}
+    )
+    assert provider.secret_version is None
+    pinned = from_settings({"vault_url": "kv1", "secret_name": "s", "secret_version": "A" * 32}, {})
+    assert pinned.secret_version == "a" * 32
+    assert pinned.cache_key() != provider.cache_key()
+
+
+def test_registry_builds_it() -> None:
+    provider = create("azure-key-vault", {"vault_url": "kv1", "secret_name": "s"}, {})
+    assert provider.name == "azure-key-vault"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_reads_latest_through_the_challenge_and_managed_identity(cloud: AzureCloud) -> None:
+    exp = int(time.time()) + 3600
+    version = cloud.kv.set_secret("tok", '{"token": "abc123"}', exp=exp)
+    fetched = provider_for(cloud, "tok").fetch(deadline())
+    assert fetched.version == version.version
+    assert fetched.expires_at == exp
+    assert parse_secret(fetched.value).header_value().expose() == "Bearer abc123"
+    # unauthenticated GET -> 401 challenge -> token from the App Service endpoint -> GET
+    kv_calls = [(r["path"], r["authorized"]) for r in cloud.kv.requests]
+    assert kv_calls == [("/secrets/tok/", False), ("/secrets/tok/", True)]
+    assert {r["host"] for r in cloud.kv.requests} == {f"{cloud.kv.name}.vault.azure.net"}
+    assert [r["query"]["resource"] for r in cloud.mi.requests] == ["https://vault.azure.net"]
+    assert cloud.guard.tunnels == [f"{cloud.kv.name}.vault.azure.net:443"] * len(
+        cloud.guard.tunnels
+    )
+
+
+def test_no_expiry_means_expires_at_none(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("plain", "t0ken")
+    assert provider_for(cloud, "plain").fetch(deadline()).expires_at is None
+
+
+def test_reads_a_pinned_version(cloud: AzureCloud) -> None:
+    first = cloud.kv.set_secret("rot", "first")
+    cloud.kv.set_secret("rot", "second")
+    pinned = provider_for(cloud, "rot", secret_version=first.version).fetch(deadline())
+    assert pinned.value.expose() == "first"
+    assert pinned.version == first.version
+    assert cloud.kv.requests[-1]["path"] == f"/secrets/rot/{first.version}"
+    assert provider_for(cloud, "rot").fetch(deadline()).value.expose() == "second"
+
+
+def test_unknown_version_is_not_found(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("rot", "first")
+    provider = provider_for(cloud, "rot", secret_version="0" * 32)
+    with pytest.raises(NotFound, match="SecretNotFound"):
+        provider.fetch(deadline())
+
+
+def test_user_assigned_identity_client_id(cloud: AzureCloud) -> None:
+    client_id = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    cloud.mi.user_assigned.add(client_id)
+    cloud.kv.set_secret("uami", "tok-uami")
+    provider = provider_for(cloud, "uami", client_id=client_id)
+    assert provider.fetch(deadline()).value.expose() == "tok-uami"
+    assert cloud.mi.requests[-1]["query"]["client_id"] == client_id
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_disabled_secret_is_refused(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("off", "old")
+    cloud.kv.disable("off")
+    with pytest.raises(BackendDenied, match="disabled") as info:
+        provider_for(cloud, "off").fetch(deadline())
+    assert "SecretDisabled" in info.value.message
+    assert info.value.exit_code == 3
+
+
+def test_expired_secret_is_refused(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("old", "tok-expired", exp=int(time.time()) - 60)
+    with pytest.raises(BackendDenied, match="expired at") as info:
+        provider_for(cloud, "old").fetch(deadline())
+    assert "tok-expired" not in str(info.value)
+
+
+def test_not_yet_valid_secret_is_refused(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("early", "tok-early", nbf=int(time.time()) + 3600)
+    with pytest.raises(BackendDenied, match="not valid before"):
+        provider_for(cloud, "early").fetch(deadline())
+
+
+def test_expiry_is_judged_by_the_injected_clock(cloud: AzureCloud) -> None:
+    exp = int(time.time()) + 60
+    cloud.kv.set_secret("soon", "tok-soon", exp=exp)
+    later = AzureKeyVaultProvider(cloud.vault_url, "soon", clock=lambda: exp + 1.0)
+    with pytest.raises(BackendDenied, match="expired"):
+        later.fetch(deadline())
+
+
+@pytest.mark.parametrize(
+    ("style", "inner"), [("rbac", "ForbiddenByRbac"), ("accesspolicy", "AccessDenied")]
+)
+def test_forbidden_carries_the_key_vault_code(cloud: AzureCloud, style: str, inner: str) -> None:
+    cloud.kv.set_secret("guarded", "v")
+    cloud.kv.deny("get")
+    cloud.kv.forbidden_style = style
+    with pytest.raises(BackendDenied) as info:
+        provider_for(cloud, "guarded").fetch(deadline())
+    assert f"Forbidden/{inner}" in info.value.message
+    assert any("Key Vault Secrets User" in hint for hint in info.value.hints)
+
+
+def test_token_endpoint_refusal_is_denied(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("s", "v")
+    cloud.mi.fail_with = 400
+    with pytest.raises(BackendDenied, match="no Azure credential"):
+        provider_for(cloud, "s").fetch(deadline())
+    assert not [r for r in cloud.kv.requests if r["authorized"]]
+
+
+def test_token_for_another_tenant_is_rejected_by_the_vault(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("s", "v")
+    cloud.mi.tenant = "00000000-0000-0000-0000-000000000001"
+    with pytest.raises(BackendDenied, match="rejected the Azure token"):
+        provider_for(cloud, "s").fetch(deadline())
+
+
+def test_server_errors_are_unavailable(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("s", "v")
+    cloud.kv.inject = [503] * 10
+    with pytest.raises(BackendUnavailable, match=r"HTTP 503|InternalServerError"):
+        provider_for(cloud, "s").fetch(deadline(8))
+
+
+def test_one_transient_error_is_retried(cloud: AzureCloud) -> None:
+    cloud.kv.set_secret("s", "v-after-retry")
+    cloud.kv.inject = [500]
+    assert provider_for(cloud, "s").fetch(deadline()).value.expose() == "v-after-retry"
+
+
+def test_untrusted_certificate_is_unavailable(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    other_ca = tmp_path / "other.pem"
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca))
+    cloud.kv.set_secret("s", "v")
+    with pytest.raises(BackendUnavailable, match="cannot reach Key Vault"):
+        provider_for(cloud, "s").fetch(deadline(3))
+
+
+def test_deadline_bounds_the_whole_call(cloud: AzureCloud) -> None:
+    provider = from_settings({"vault_url": cloud.silent_vault_url, "secret_name": "s"}, {})
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="deadline") as info:
+        provider.fetch(deadline(1.0))
+    assert time.monotonic() - start < 1.5
+    assert cloud.silent_vault_url in info.value.message and "'s'" in info.value.message
+
+
+def test_expired_deadline_fails_at_once(cloud: AzureCloud) -> None:
+    with pytest.raises(BackendUnavailable):
+        provider_for(cloud, "s").fetch(time.monotonic() - 1)
+    assert cloud.kv.requests == []
+
+
+def test_a_foreign_challenge_resource_is_refused(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's challenge-resource check is on: a vault URL outside vault.azure.net whose
+    server challenges for vault.azure.net is refused before any token is sent."""
+    cloud.guard.routes["vault.example.test:443"] = cloud.kv.port
+    cloud.kv.set_secret("s", "v")
+    provider = from_settings({"vault_url": "https://vault.example.test", "secret_name": "s"}, {})
+    with pytest.raises(ConfigError, match="challenge"):
+        provider.fetch(deadline())
+    assert cloud.mi.requests == []
+    assert not [r for r in cloud.kv.requests if r["authorized"]]
+
+
+# ----------------------------------------------------------------------------- other credentials
+
+
+def test_service_principal_through_the_routed_login_host(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in cloud.service_principal().items():
+        monkeypatch.setenv(name, value)
+    cloud.kv.set_secret("sp", "tok-sp")
+    assert provider_for(cloud, "sp").fetch(deadline()).value.expose() == "tok-sp"
+    assert cloud.mi.requests == []
+    assert [r["grant_type"] for r in cloud.entra.requests if r["method"] == "POST"] == [
+        "client_credentials"
+    ]
+    subjects = {r.get("subject") for r in cloud.kv.requests if r["authorized"]}
+    assert subjects == {f"app:{next(iter(cloud.entra.clients))}"}
+
+
+def test_service_principal_with_a_wrong_secret_is_denied(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in cloud.service_principal().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong")
+    cloud.kv.set_secret("sp", "tok-sp")
+    with pytest.raises(BackendDenied, match="7000215"):
+        provider_for(cloud, "sp").fetch(deadline())
+
+
+def test_workload_identity(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in cloud.workload_identity(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    cloud.kv.set_secret("wi", "tok-wi")
+    assert provider_for(cloud, "wi").fetch(deadline()).value.expose() == "tok-wi"
+    assert cloud.mi.requests == []
+    assert [r["path"] for r in cloud.entra.requests] == [f"/{cloud.tenant}/oauth2/v2.0/token"]
+
+
+# ----------------------------------------------------------------------------- hygiene
+
+
+def test_sdk_logs_show_no_token_or_secret(
+    cloud: AzureCloud, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cloud.kv.set_secret("logged", "canary-secret-value-42")
+    provider_for(cloud, "logged").fetch(deadline())
+    cloud.mi.fail_with = 400
+    with pytest.raises(BackendDenied):
+        from_settings({"vault_url": cloud.vault_url, "secret_name": "logged"}, {}).fetch(deadline())
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert caplog.records, "expected the SDK to log at DEBUG"
+    for token in cloud.registry.issued():
+        assert token not in text
+    assert "canary-secret-value-42" not in text
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "canary-secret-value-42" not in err
+
+
+def test_sdk_warnings_do_not_reach_the_terminal_by_default(
+    cloud: AzureCloud, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cloud.mi.fail_with = 400
+    with pytest.raises(BackendDenied):
+        provider_for(cloud, "s").fetch(deadline())
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_the_emulator_pages_version_listings(cloud: AzureCloud) -> None:
+    """Emulator fidelity: the SDK follows nextLink through all versions."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+
+    made = [cloud.kv.set_secret("many", f"v{i}").version for i in range(5)]
+    with (
+        DefaultAzureCredential() as credential,
+        SecretClient(cloud.vault_url, credential) as client,
+    ):
+        listed = [
+            p.version for p in client.list_properties_of_secret_versions("many", max_page_size=2)
+        ]
+        stored = client.set_secret("many", "v5", content_type="text/plain")
+        latest = client.get_secret("many")
+    assert listed == made
+    assert latest.properties.version == stored.properties.version
+    assert latest.properties.content_type == "text/plain"
+    pages = [r for r in cloud.kv.requests if r["path"].endswith("/versions") and r["authorized"]]
+    assert len(pages) == 3
