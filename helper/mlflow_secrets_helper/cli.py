@@ -1,0 +1,418 @@
+"""The command line: the only module that touches stdin, stdout, stderr and exit codes.
+
+stdout carries the answer and nothing else; it is written once, whole, at the
+end. Errors go to stderr as ``mlflow-secrets-helper: error: <kind>: <message>``
+followed by optional ``hint:`` lines, with hostile text escaped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from mlflow_secrets_helper import __version__
+from mlflow_secrets_helper import config as config_module
+from mlflow_secrets_helper.cache import Cache
+from mlflow_secrets_helper.config import Config
+from mlflow_secrets_helper.errors import HelperError, InvalidInput
+from mlflow_secrets_helper.resolve import Answer, Resolver
+from mlflow_secrets_helper.secret import Secret
+from mlflow_secrets_helper.target import Request, parse_request, read_request
+
+PROG = "mlflow-secrets-helper"
+FORMATS = ("header", "token", "json", "git")
+ACTIONS = ("get", "store", "erase", "info", "doctor", "cache")
+#: git's own verbs, accepted for symmetry with `git credential`
+ALIASES = {"fill": "get", "approve": "store", "reject": "erase"}
+
+USAGE = f"""\
+usage: {PROG} [--format header|token|json|git] [--refresh] [--timeout SECONDS] ACTION
+       ACTION: get | store | erase | info [--json] | doctor [--dry-run URL]
+               | cache status | cache clear
+       {PROG} --version | --help
+
+Reads a host (bare host[:port], a URL, or git key=value lines) on stdin and
+prints one HTTP auth header for it. See mlflow-secrets-helper(1).
+"""
+
+
+@dataclass
+class Invocation:
+    action: str = ""
+    format: str = "header"
+    refresh: bool = False
+    timeout: float | None = None
+    json: bool = False
+    dry_run: str | None = None
+    rest: list[str] = field(default_factory=list)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(
+        list(sys.argv[1:] if argv is None else argv),
+        stdin=sys.stdin,
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        env=os.environ,
+    )
+
+
+def git_main(argv: Sequence[str] | None = None) -> int:
+    """``git-credential-mlflow-secrets``: the same program speaking git's protocol."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run(
+        ["--format", "git", *args],
+        stdin=sys.stdin,
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        env=os.environ,
+        git_program=True,
+    )
+
+
+def run(
+    argv: list[str],
+    *,
+    stdin: TextIO,
+    stdout: TextIO,
+    stderr: TextIO,
+    env: Mapping[str, str],
+    git_program: bool = False,
+) -> int:
+    report = Reporter(stderr, env.get("MLFLOW_SECRETS_LOG_LEVEL", "warning"))
+    fmt = "header"
+    try:
+        invocation = parse_args(argv)
+        fmt = invocation.format
+        if invocation.action in ("--help", "--version"):
+            stdout.write(USAGE if invocation.action == "--help" else f"{PROG} {__version__}\n")
+            stdout.flush()
+            return 0
+        if git_program and invocation.action not in ACTIONS:
+            return 0  # git's rule: ignore actions we do not know
+        output = dispatch(invocation, stdin, env, report)
+    except HelperError as exc:
+        report.error(exc)
+        output = failure_output(fmt, exc)
+        if output:
+            _write(stdout, output)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - fail closed: a clear line, never a traceback
+        report.internal(exc)
+        failure = HelperError("unexpected internal error")
+        output = failure_output(fmt, failure)
+        if output:
+            _write(stdout, output)
+        return failure.exit_code
+    _write(stdout, output)
+    return 0
+
+
+def parse_args(argv: list[str]) -> Invocation:
+    inv = Invocation()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, inline = arg.partition("=")
+        if name in ("--format", "--timeout", "--dry-run"):
+            if not eq:
+                if not args:
+                    raise InvalidInput(f"{name} needs a value", hints=["see --help"])
+                inline = args.pop(0)
+            if name == "--format":
+                if inline not in FORMATS:
+                    raise InvalidInput(
+                        f"unknown format {inline!r}", hints=["use header, token, json or git"]
+                    )
+                inv.format = inline
+            elif name == "--timeout":
+                inv.timeout = _timeout(inline)
+            else:
+                inv.dry_run = inline
+        elif arg == "--refresh":
+            inv.refresh = True
+        elif arg == "--json":
+            inv.json = True
+        elif arg in ("--help", "-h", "--version"):
+            inv.action = "--version" if arg == "--version" else "--help"
+            return inv
+        elif arg.startswith("-"):
+            raise InvalidInput(f"unknown option {arg!r}", hints=["see --help"])
+        elif not inv.action:
+            inv.action = ALIASES.get(arg, arg)
+        else:
+            inv.rest.append(arg)
+    if not inv.action:
+        raise InvalidInput("no action given", hints=["usage: ... get < host", "see --help"])
+    return inv
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput("--timeout needs a number of seconds") from None
+    if not 0 < value <= 600:
+        raise InvalidInput("--timeout must be greater than 0 and at most 600 seconds")
+    return value
+
+
+def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Reporter) -> str:
+    if inv.action not in ACTIONS:
+        raise InvalidInput(f"unknown action {inv.action!r}", hints=["see --help"])
+    if inv.action in ("info", "doctor"):
+        from mlflow_secrets_helper import operator_commands
+
+        return operator_commands.run(inv.action, inv.json, inv.dry_run, inv.timeout, env, report)
+    config = config_module.load(env, timeout=inv.timeout)
+    report.level = config.log_level
+    if inv.action == "cache":
+        return cache_command(inv.rest, config, env, report)
+    if inv.rest:
+        raise InvalidInput(f"unexpected argument {inv.rest[0]!r}", hints=["see --help"])
+
+    request = parse_request(read_request(_binary(stdin), timeout=config.timeout_sec))
+    if inv.action == "store":
+        return ""  # accepted and ignored: we never import foreign secrets
+
+    resolver = make_resolver(config, env, report)
+    if inv.action == "erase":
+        credential_id = _single(request.attributes, "credential_id")
+        if credential_id is None:
+            credential_id = _id_for_value(resolver, request)
+        if credential_id != _NOT_OURS:
+            resolver.erase(request.target, credential_id)
+        return ""
+
+    answer = resolver.get(request.target, refresh=inv.refresh)
+    for warning in resolver.warnings(request.target):
+        report.warning(warning)
+    report.debug(f"served {request.target.origin()} from {answer.source}")
+    authtype = "authtype" in request.attributes.get("capability[]", ())
+    return success_output(inv.format, answer, authtype=authtype)
+
+
+def open_cache(config: Config, env: Mapping[str, str], report: Reporter) -> Cache:
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Cache.open(
+        config.cache_dir,
+        runtime_dir=Path(runtime) if runtime else None,
+        warn=report.warning,
+    )
+
+
+def make_resolver(config: Config, env: Mapping[str, str], report: Reporter) -> Resolver:
+    return Resolver(config, open_cache(config, env, report), env, warn=report.warning)
+
+
+def cache_command(rest: list[str], config: Config, env: Mapping[str, str], report: Reporter) -> str:
+    if rest == ["clear"]:
+        removed = open_cache(config, env, report).clear()
+        return f"removed {removed} cache entries from {_escape(str(config.cache_dir))}\n"
+    if rest == ["status"]:
+        status = open_cache(config, env, report).status()
+        total = status.hits + status.misses
+        rate = f"{100.0 * status.hits / total:.1f}%" if total else "n/a"
+        lines = [
+            f"location: {_escape(str(status.directory))}",
+            f"enabled: {'yes' if status.enabled else 'no'}",
+            f"entries: {status.entries}",
+            f"hits: {status.hits}",
+            f"misses: {status.misses}",
+            f"hit rate: {rate}",
+            f"key: {status.key_location}"
+            + (f" ({_escape(str(status.key_path))})" if status.key_path else ""),
+        ]
+        lines += [f"warning: {_escape(w)}" for w in status.warnings]
+        return "\n".join(lines) + "\n"
+    raise InvalidInput("cache needs status or clear", hints=["usage: cache status | cache clear"])
+
+
+_NOT_OURS = "\0not-ours"
+
+
+def _id_for_value(resolver: Resolver, request: Request) -> str | None:
+    """git's erase names the credential by value (`password` or `credential`).
+    Delete only when it is the one we cached; otherwise leave the cache alone."""
+    value = _single(request.attributes, "credential") or _single(request.attributes, "password")
+    if value is None:
+        return None
+    found = resolver.cached_entry(request.target)
+    if found is None:
+        return _NOT_OURS
+    _identity, entry = found
+    cred = entry.credential
+    mine = cred.token if cred.mode == "bearer" else cred.password
+    if mine is not None and mine == Secret(value):
+        return entry.credential_id
+    return _NOT_OURS
+
+
+def _single(attributes: Mapping[str, tuple[str, ...]], key: str) -> str | None:
+    values = attributes.get(key)
+    return values[-1] if values else None
+
+
+def _binary(stream: TextIO) -> BinaryIO:
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        raise InvalidInput("stdin is not readable as bytes")
+    return buffer  # type: ignore[no-any-return]
+
+
+def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
+    cred = answer.credential
+    if fmt == "header":
+        return f"{answer.header_name}: {answer.header_value().expose()}\n"
+    if fmt == "token":
+        if cred.mode != "bearer" or cred.token is None:
+            raise InvalidInput(
+                "--format token needs a bearer credential, and this host's secret is basic",
+                hints=["use --format header or --format git"],
+            )
+        return cred.token.expose() + "\n"
+    if fmt == "json":
+        import json
+
+        return (
+            json.dumps(
+                {
+                    "v": 1,
+                    "ok": {
+                        "header": {
+                            "name": answer.header_name,
+                            "value": answer.header_value().expose(),
+                        },
+                        "credential_id": answer.credential_id,
+                        "expires_at": _seconds(answer.expires_at),
+                        "refresh_after": _seconds(answer.refresh_after),
+                        "source": answer.source,
+                    },
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
+    # git
+    expiry = _seconds(answer.expires_at)
+    if cred.mode == "basic":
+        assert cred.username is not None and cred.password is not None
+        lines = [f"username={cred.username.expose()}", f"password={cred.password.expose()}"]
+    elif authtype:
+        assert cred.token is not None
+        lines = [
+            "capability[]=authtype",
+            "authtype=Bearer",
+            f"credential={cred.token.expose()}",
+            "ephemeral=1",
+        ]
+    else:
+        raise InvalidInput(
+            "this host needs a bearer token, which git can only take with the authtype capability",
+            hints=["git 2.46 or newer sends capability[]=authtype"],
+        )
+    if expiry is not None:
+        lines.append(f"password_expiry_utc={expiry}")
+    return "\n".join(lines) + "\n"
+
+
+def failure_output(fmt: str, exc: HelperError) -> str:
+    if fmt == "json":
+        import json
+
+        return (
+            json.dumps(
+                {
+                    "v": 1,
+                    "err": {
+                        "kind": exc.kind,
+                        "message": _escape(exc.message),
+                        "retryable": exc.retryable,
+                    },
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
+    if fmt == "git" and exc.exit_code != 1:
+        return "quit=1\n"  # a host we serve failed: stop git from prompting
+    return ""
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _write(stream: TextIO, text: str) -> None:
+    if not text:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        # The reader went away: point the descriptor at /dev/null so the
+        # interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+def _escape(text: str) -> str:
+    """Printable ASCII stays; everything else becomes a backslash escape."""
+    if all(" " <= ch <= "~" for ch in text):
+        return text
+    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in text)
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class Reporter:
+    """Diagnostics on stderr: one line each, escaped, filtered by log level."""
+
+    def __init__(self, stream: TextIO, level: str) -> None:
+        self._stream = stream
+        self.level = level.lower()
+
+    def _enabled(self, level: str) -> bool:
+        return _LEVELS[level] >= _LEVELS.get(self.level, 30)
+
+    def _line(self, text: str) -> None:
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def debug(self, message: str) -> None:
+        if self._enabled("debug"):
+            self._line(f"{PROG}: debug: {_escape(message)}")
+
+    def warning(self, message: str) -> None:
+        if self._enabled("warning"):
+            self._line(f"{PROG}: warning: {_escape(message)}")
+
+    def error(self, exc: HelperError) -> None:
+        self._line(f"{PROG}: error: {exc.kind}: {_escape(exc.message)}")
+        for hint in exc.hints:
+            self._line(f"hint: {_escape(hint)}")
+        if self._enabled("debug") and exc.__cause__ is not None:
+            self._traceback(exc.__cause__)
+
+    def internal(self, exc: BaseException) -> None:
+        self._line(f"{PROG}: error: internal: unexpected {type(exc).__name__}")
+        if self._enabled("debug"):
+            self._traceback(exc)
+        else:
+            self._line("hint: set MLFLOW_SECRETS_LOG_LEVEL=debug for details")
+
+    def _traceback(self, exc: BaseException) -> None:
+        import traceback
+
+        for line in traceback.format_exception(type(exc), exc, exc.__traceback__):
+            for part in line.rstrip("\n").split("\n"):
+                self._line(_escape(part))

@@ -1,0 +1,428 @@
+"""Configuration: environment variables over an optional TOML file over defaults.
+
+The environment keeps mlflow-secrets-auth's variable names. The TOML file
+(``MLFLOW_SECRETS_CONFIG``, default ``<user config dir>/config.toml``) may set the
+common values and hold several ``[[routes]]``, each mapping host patterns to a
+provider and a secret, so one machine can serve several MLflow servers.
+
+Precedence is flag > environment > file > default, value by value. For routes:
+when the environment enables any provider, the environment defines the routes
+(one per enabled provider, in priority order, serving every allowed host) and the
+file's ``[[routes]]`` are not used.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow_secrets_helper.errors import ConfigError
+from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
+from mlflow_secrets_helper.providers import PROVIDER_NAMES
+from mlflow_secrets_helper.secret import AUTH_MODES, AuthMode, check_header_name
+from mlflow_secrets_helper.target import Target
+
+APP_NAME = "mlflow-secrets-helper"
+
+DEFAULT_TIMEOUT_SEC = 10.0
+DEFAULT_TTL_SEC = 300.0
+DEFAULT_STALE_GRACE_SEC = 300.0
+MAX_TIMEOUT_SEC = 600.0
+MAX_TTL_SEC = 86400.0
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: provider → (env variable prefix for AUTH_MODE/TTL_SEC/ENABLE, the setting naming the secret)
+_PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
+    "vault": ("MLFLOW_VAULT", "secret_path", "VAULT"),
+    "aws-secrets-manager": ("MLFLOW_AWS", "secret_name", "AWS_SECRETS_MANAGER"),
+    "azure-key-vault": ("MLFLOW_AZURE", "secret_name", "AZURE_KEY_VAULT"),
+}
+
+#: environment variable → provider setting, per provider (first listed wins for aliases)
+_ENV_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "vault": (
+        ("MLFLOW_VAULT_SECRET_PATH", "secret_path"),
+        ("MLFLOW_VAULT_SECRET_VERSION", "secret_version"),
+        ("MLFLOW_VAULT_MOUNT", "mount"),
+        ("MLFLOW_VAULT_KV_VERSION", "kv_version"),
+        ("MLFLOW_VAULT_AUTH_METHOD", "auth_method"),
+        ("MLFLOW_VAULT_APPROLE_MOUNT", "approle_mount"),
+        ("MLFLOW_VAULT_K8S_ROLE", "k8s_role"),
+        ("MLFLOW_VAULT_K8S_TOKEN_PATH", "k8s_token_path"),
+        ("MLFLOW_VAULT_K8S_MOUNT", "k8s_mount"),
+    ),
+    "aws-secrets-manager": (
+        ("MLFLOW_AWS_SECRET_NAME", "secret_name"),
+        ("MLFLOW_AWS_SECRET_ID", "secret_name"),
+        ("MLFLOW_AWS_SECRET_VERSION", "secret_version"),
+    ),
+    "azure-key-vault": (
+        ("MLFLOW_AZURE_KEY_VAULT_URL", "vault_url"),
+        ("MLFLOW_AZURE_SECRET_NAME", "secret_name"),
+        ("MLFLOW_AZURE_SECRET_VERSION", "secret_version"),
+    ),
+}
+
+#: route keys the configuration module itself owns (everything else goes to the provider)
+_ROUTE_KEYS = frozenset({"hosts", "provider", "auth_mode", "ttl_sec", "header_name"})
+_TOP_KEYS = frozenset(
+    {
+        "allowed_hosts",
+        "header_name",
+        "timeout_sec",
+        "stale_grace_sec",
+        "cache_dir",
+        "log_level",
+        "ttl_sec",
+        "routes",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to get a credential: a provider, its settings, and the hosts it serves."""
+
+    provider: str
+    settings: Mapping[str, str]
+    hosts: tuple[HostPattern, ...] | None  # None: every host the policy allows
+    auth_mode: AuthMode | None
+    ttl_sec: float
+    header_name: str
+    source: str
+
+    def serves(self, target: Target) -> bool:
+        return self.hosts is None or any(p.matches(target) for p in self.hosts)
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: HostPolicy
+    routes: tuple[Route, ...]
+    header_name: str
+    timeout_sec: float
+    stale_grace_sec: float
+    cache_dir: Path
+    log_level: str
+    config_file: Path | None
+    #: providers the environment enabled but could not use (no secret reference)
+    skipped: tuple[str, ...] = field(default=())
+
+    def routes_for(self, target: Target) -> tuple[Route, ...]:
+        return tuple(route for route in self.routes if route.serves(target))
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    explicit = env.get("MLFLOW_SECRETS_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
+    """Build the effective configuration. Raises :class:`ConfigError` on anything malformed."""
+    path = default_config_path(env)
+    document, loaded = _read_file(path)
+
+    header_name = check_header_name(
+        env.get("MLFLOW_AUTH_HEADER_NAME")
+        or _file_str(document, "header_name", path)
+        or "Authorization"
+    )
+    if timeout is None:
+        timeout = _number(
+            env.get("MLFLOW_SECRETS_TIMEOUT_SEC"),
+            document.get("timeout_sec"),
+            "MLFLOW_SECRETS_TIMEOUT_SEC",
+            DEFAULT_TIMEOUT_SEC,
+            positive=True,
+            maximum=MAX_TIMEOUT_SEC,
+        )
+    stale_grace = _number(
+        env.get("MLFLOW_SECRETS_STALE_GRACE_SEC"),
+        document.get("stale_grace_sec"),
+        "MLFLOW_SECRETS_STALE_GRACE_SEC",
+        DEFAULT_STALE_GRACE_SEC,
+        maximum=MAX_TTL_SEC,
+    )
+    default_ttl = _number(
+        None, document.get("ttl_sec"), "ttl_sec", DEFAULT_TTL_SEC, maximum=MAX_TTL_SEC
+    )
+    cache_dir_text = env.get("MLFLOW_SECRETS_CACHE_DIR") or _file_str(document, "cache_dir", path)
+    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else default_cache_dir()
+    log_level = (
+        env.get("MLFLOW_SECRETS_LOG_LEVEL") or _file_str(document, "log_level", path) or "warning"
+    ).lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"MLFLOW_SECRETS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}",
+        )
+
+    enabled = enabled_providers(env)
+    skipped: list[str] = []
+    if enabled:
+        routes: list[Route] = []
+        for name in enabled:
+            route = _env_route(name, env, header_name, default_ttl)
+            if route is None:
+                skipped.append(name)
+            else:
+                routes.append(route)
+        if not routes:
+            missing = ", ".join(f"{_PROVIDER_ENV[n][0]}_{_secret_var(n)}" for n in enabled)
+            raise ConfigError(
+                "no enabled provider names its secret",
+                hints=[f"set {missing}"],
+            )
+    else:
+        routes = _file_routes(document, path, env, header_name, default_ttl)
+
+    allowed = env.get("MLFLOW_SECRETS_ALLOWED_HOSTS")
+    if allowed is not None:
+        policy = HostPolicy.from_spec(allowed)
+    elif "allowed_hosts" in document:
+        patterns = document["allowed_hosts"]
+        if isinstance(patterns, list):
+            patterns = ",".join(str(p) for p in patterns)
+        if not isinstance(patterns, str):
+            raise ConfigError(f"{path}: allowed_hosts must be a list of host patterns")
+        policy = HostPolicy.from_spec(patterns)
+    elif routes and all(route.hosts is not None for route in routes):
+        # The file's routes name every host we serve: they are the allowlist.
+        policy = HostPolicy.from_spec(",".join(_route_host_texts(document)))
+    else:
+        policy = HostPolicy.from_spec(None)
+
+    return Config(
+        policy=policy,
+        routes=tuple(routes),
+        header_name=header_name,
+        timeout_sec=timeout,
+        stale_grace_sec=stale_grace,
+        cache_dir=cache_dir,
+        log_level=log_level,
+        config_file=path if loaded else None,
+        skipped=tuple(skipped),
+    )
+
+
+def enabled_providers(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Providers enabled by ``MLFLOW_SECRETS_AUTH_ENABLE`` and the per-provider toggles,
+    in priority order (Vault, AWS, Azure). An explicit ``false`` toggle wins."""
+    listed: set[str] = set()
+    for item in env.get("MLFLOW_SECRETS_AUTH_ENABLE", "").split(","):
+        name = item.strip().lower()
+        if not name:
+            continue
+        if name not in PROVIDER_NAMES:
+            raise ConfigError(
+                f"MLFLOW_SECRETS_AUTH_ENABLE names an unknown provider {name!r}",
+                hints=["use a comma-separated list of: " + ", ".join(PROVIDER_NAMES)],
+            )
+        listed.add(name)
+    for name in PROVIDER_NAMES:
+        variable = f"MLFLOW_SECRETS_AUTH_ENABLE_{_PROVIDER_ENV[name][2]}"
+        toggle = env.get(variable)
+        if toggle is None or toggle.strip() == "":
+            continue
+        if parse_bool(toggle, variable):
+            listed.add(name)
+        else:
+            listed.discard(name)
+    return tuple(name for name in PROVIDER_NAMES if name in listed)
+
+
+def parse_bool(text: str, variable: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{variable} must be true or false")
+
+
+def _secret_var(name: str) -> str:
+    return {"vault": "SECRET_PATH", "aws-secrets-manager": "SECRET_NAME"}.get(name, "SECRET_NAME")
+
+
+def _env_route(
+    name: str, env: Mapping[str, str], header_name: str, default_ttl: float
+) -> Route | None:
+    prefix, required, _toggle = _PROVIDER_ENV[name]
+    settings: dict[str, str] = {}
+    for variable, key in _ENV_SETTINGS[name]:
+        value = env.get(variable)
+        if value and key not in settings:
+            settings[key] = value
+    if not settings.get(required):
+        return None
+    return Route(
+        provider=name,
+        settings=settings,
+        hosts=None,
+        auth_mode=_auth_mode(env.get(f"{prefix}_AUTH_MODE"), f"{prefix}_AUTH_MODE"),
+        ttl_sec=_number(
+            env.get(f"{prefix}_TTL_SEC"),
+            None,
+            f"{prefix}_TTL_SEC",
+            default_ttl,
+            maximum=MAX_TTL_SEC,
+        ),
+        header_name=header_name,
+        source="environment",
+    )
+
+
+def _file_routes(
+    document: Mapping[str, Any],
+    path: Path,
+    env: Mapping[str, str],
+    header_name: str,
+    default_ttl: float,
+) -> list[Route]:
+    raw_routes = document.get("routes", [])
+    if not isinstance(raw_routes, list):
+        raise ConfigError(f"{path}: routes must be an array of tables ([[routes]])")
+    routes = []
+    for number, raw in enumerate(raw_routes, start=1):
+        where = f"{path}: route {number}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} is not a table")
+        provider = raw.get("provider")
+        if provider not in PROVIDER_NAMES:
+            raise ConfigError(
+                f"{where}: provider must be one of {', '.join(PROVIDER_NAMES)}",
+            )
+        hosts_value = raw.get("hosts")
+        if isinstance(hosts_value, str):
+            hosts_value = [hosts_value]
+        if not isinstance(hosts_value, list) or not hosts_value:
+            raise ConfigError(f"{where}: hosts must be a non-empty list of host patterns")
+        hosts = parse_patterns([str(h) for h in hosts_value], source=where)
+        settings: dict[str, str] = {}
+        for key, value in raw.items():
+            if key in _ROUTE_KEYS:
+                continue
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be a string")
+            settings[key] = str(value)
+        # header_name: env overrides the route, the route overrides the file's top level.
+        route_header = env.get("MLFLOW_AUTH_HEADER_NAME") or raw.get("header_name") or header_name
+        if not isinstance(route_header, str):
+            raise ConfigError(f"{where}: header_name must be a string")
+        routes.append(
+            Route(
+                provider=provider,
+                settings=settings,
+                hosts=hosts,
+                auth_mode=_auth_mode(raw.get("auth_mode"), f"{where}: auth_mode"),
+                ttl_sec=_number(
+                    None,
+                    raw.get("ttl_sec"),
+                    f"{where}: ttl_sec",
+                    default_ttl,
+                    maximum=MAX_TTL_SEC,
+                ),
+                header_name=check_header_name(route_header),
+                source=f"{path} route {number}",
+            )
+        )
+    return routes
+
+
+def _route_host_texts(document: Mapping[str, Any]) -> list[str]:
+    texts = []
+    for raw in document.get("routes", []):
+        hosts = raw["hosts"]
+        texts.extend([hosts] if isinstance(hosts, str) else [str(h) for h in hosts])
+    return texts
+
+
+def _auth_mode(value: object, where: str) -> AuthMode | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().lower() in AUTH_MODES:
+        mode: AuthMode = "basic" if value.strip().lower() == "basic" else "bearer"
+        return mode
+    raise ConfigError(f"{where} must be bearer or basic")
+
+
+def _number(
+    env_value: str | None,
+    file_value: object,
+    name: str,
+    default: float,
+    *,
+    positive: bool = False,
+    maximum: float,
+) -> float:
+    raw: object = env_value if env_value not in (None, "") else file_value
+    if raw is None:
+        return default
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        number = float(raw) if isinstance(raw, (int, float, str)) else float("nan")
+    except ValueError:
+        raise ConfigError(f"{name} is not a number") from None
+    if number != number or number < 0 or (positive and number == 0) or number > maximum:
+        low = "greater than 0" if positive else "0 or more"
+        raise ConfigError(f"{name} must be {low} and at most {maximum:g}")
+    return number
+
+
+def _file_str(document: Mapping[str, Any], key: str, path: Path) -> str | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key} must be a string")
+    return value
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], bool]:
+    """Read the TOML file. A missing file is fine; an unsafe or malformed one is an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, False
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"the config file {path} is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
+            raise ConfigError(
+                f"the config file {path} is writable by other users",
+                hints=[f"chmod go-w {path}"],
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(1 << 20)
+    finally:
+        os.close(fd)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(document) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    return document, True

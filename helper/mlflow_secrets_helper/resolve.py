@@ -1,0 +1,253 @@
+"""Resolution: host policy, then the cache, then the providers.
+
+The policy is checked first, so a host removed from the allowlist gets nothing,
+even from a warm cache. A fresh cache entry is served without loading any SDK.
+On a miss, one process per entry (a cross-process lock) reads the backend while
+the others wait and then read its result from the cache. When the backend is
+unavailable (timeout, connection, 5xx, throttling) and an entry expired less than
+the stale grace ago, that entry is served with ``source="stale"`` and a warning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from mlflow_secrets_helper import providers
+from mlflow_secrets_helper.cache import Cache, CacheIdentity, Entry
+from mlflow_secrets_helper.config import Config, Route
+from mlflow_secrets_helper.errors import (
+    BackendUnavailable,
+    HelperError,
+    HostNotConfigured,
+    NotFound,
+)
+from mlflow_secrets_helper.providers import Provider
+from mlflow_secrets_helper.secret import Credential, Secret, parse_secret
+from mlflow_secrets_helper.target import Target
+
+Source = Literal["cache", "backend", "stale"]
+
+#: how soon a caller holding a stale answer should ask again
+STALE_RETRY_SEC = 15.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A credential ready to print, with what the caller may do with it."""
+
+    credential: Credential
+    header_name: str
+    credential_id: str
+    expires_at: float | None
+    refresh_after: float | None
+    source: Source
+
+    def header_value(self) -> Secret[str]:
+        return self.credential.header_value()
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    route: Route
+    provider: Provider
+    identity: CacheIdentity
+
+
+class Resolver:
+    def __init__(
+        self,
+        config: Config,
+        cache: Cache,
+        env: Mapping[str, str],
+        *,
+        warn: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        create_provider: Callable[
+            [str, Mapping[str, str], Mapping[str, str]], Provider
+        ] = providers.create,
+    ) -> None:
+        self._config = config
+        self._cache = cache
+        self._env = env
+        self._warn = warn
+        self._clock = clock
+        self._monotonic = monotonic
+        self._create_provider = create_provider
+
+    def get(self, target: Target, *, refresh: bool = False) -> Answer:
+        deadline = self._monotonic() + self._config.timeout_sec
+        candidates = self._candidates(target)
+        if not refresh:
+            for candidate in candidates:
+                answer = self._from_cache(candidate)
+                if answer is not None:
+                    self._cache.record(hit=True)
+                    return answer
+            self._cache.record(hit=False)
+        first = candidates[0]
+        with self._cache.lock(first.identity, deadline):
+            if not refresh:
+                # Another process may have fetched while we waited for the lock.
+                for candidate in candidates:
+                    answer = self._from_cache(candidate, refresh_ahead=False)
+                    if answer is not None:
+                        return answer
+            return self._fetch_first(candidates, deadline, allow_stale=not refresh)
+
+    def erase(self, target: Target, credential_id: str | None) -> bool:
+        """Delete the cached credential for the target (compare-and-delete with an id)."""
+        self._config.policy.check(target, self._env)
+        erased = False
+        for candidate in self._candidates(target, required=False):
+            erased = self._cache.erase(candidate.identity, credential_id) or erased
+        return erased
+
+    def cached_entry(self, target: Target) -> tuple[CacheIdentity, Entry] | None:
+        """The cached entry that `get` would consider first (for erase by value)."""
+        for candidate in self._candidates(target, required=False):
+            entry = self._cache.get(candidate.identity)
+            if entry is not None:
+                return candidate.identity, entry
+        return None
+
+    def warnings(self, target: Target) -> tuple[str, ...]:
+        """One-line warnings from the providers serving this target."""
+        found: list[str] = []
+        for candidate in self._candidates(target, required=False):
+            extra = getattr(candidate.provider, "warnings", None)
+            if callable(extra):
+                found.extend(str(w) for w in extra())
+        return tuple(found)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _candidates(self, target: Target, *, required: bool = True) -> list[_Candidate]:
+        self._config.policy.check(target, self._env)
+        routes = self._config.routes_for(target)
+        if not routes:
+            if not required:
+                return []
+            if not self._config.routes:
+                raise HostNotConfigured(
+                    f"no provider is configured, so nothing serves {target.origin()}",
+                    hints=[
+                        "set MLFLOW_SECRETS_AUTH_ENABLE (vault, aws-secrets-manager or "
+                        "azure-key-vault) and the provider's secret variables, or add a "
+                        "[[routes]] table to the config file",
+                    ],
+                )
+            raise HostNotConfigured(
+                f"no route in the config file serves {target.origin()}",
+                hints=["add the host to the hosts of a [[routes]] table"],
+            )
+        candidates = []
+        for route in routes:
+            provider = self._create_provider(route.provider, route.settings, self._env)
+            identity = CacheIdentity(
+                scheme=target.scheme,
+                host=target.host,
+                port=target.port,
+                provider=route.provider,
+                secret_ref=provider.cache_key(),
+                version=route.settings.get("secret_version", ""),
+                header_name=route.header_name,
+                auth_mode=route.auth_mode or "",
+            )
+            candidates.append(_Candidate(route, provider, identity))
+        return candidates
+
+    def _from_cache(self, candidate: _Candidate, *, refresh_ahead: bool = True) -> Answer | None:
+        entry = self._cache.get(candidate.identity)
+        now = self._clock()
+        if entry is None or now >= entry.expires_at:
+            return None
+        if refresh_ahead and now >= entry.refresh_after:
+            refreshed = self._refresh_ahead(candidate)
+            if refreshed is not None:
+                return refreshed
+        return self._answer(candidate, entry, "cache")
+
+    def _refresh_ahead(self, candidate: _Candidate) -> Answer | None:
+        """Past `refresh_after`: one process re-reads the backend while the entry is
+        still valid; everyone else (and this process, on failure) keeps using it."""
+        with self._cache.lock(candidate.identity, self._monotonic()) as locked:
+            if not locked:
+                return None
+            entry = self._cache.get(candidate.identity)
+            if entry is not None and self._clock() < entry.refresh_after:
+                return self._answer(candidate, entry, "cache")
+            deadline = self._monotonic() + self._config.timeout_sec
+            try:
+                return self._fetch(candidate, deadline)
+            except HelperError as exc:
+                # The entry is still valid: serve it, and say the early refresh failed.
+                self._warn(f"early refresh failed ({exc.kind}); the cached credential is used")
+                return None
+
+    def _fetch_first(
+        self, candidates: list[_Candidate], deadline: float, *, allow_stale: bool
+    ) -> Answer:
+        not_found: NotFound | None = None
+        for candidate in candidates:
+            try:
+                return self._fetch(candidate, deadline)
+            except NotFound as exc:
+                not_found = not_found or exc
+            except BackendUnavailable:
+                stale = self._stale(candidate) if allow_stale else None
+                if stale is None:
+                    raise
+                return stale
+        assert not_found is not None
+        raise not_found
+
+    def _fetch(self, candidate: _Candidate, deadline: float) -> Answer:
+        fetched = candidate.provider.fetch(deadline)
+        credential = parse_secret(fetched.value, candidate.route.auth_mode)
+        credential.header_value()  # validates before anything is stored or printed
+        entry = self._cache.put(
+            candidate.identity,
+            credential,
+            ttl=candidate.route.ttl_sec,
+            backend_expires_at=fetched.expires_at,
+        )
+        return self._answer(candidate, entry, "backend")
+
+    def _stale(self, candidate: _Candidate) -> Answer | None:
+        grace = self._config.stale_grace_sec
+        entry = self._cache.get(candidate.identity)
+        now = self._clock()
+        if grace <= 0 or entry is None or now >= entry.expires_at + grace:
+            return None
+        if entry.backend_expires_at is not None and now >= entry.backend_expires_at:
+            return None
+        self._warn(
+            f"{candidate.provider.reference()} is unavailable; serving the cached credential "
+            f"that expired {int(now - entry.expires_at)}s ago (stale grace {grace:g}s)"
+        )
+        # A stale answer is good until the grace ends; callers should ask again soon.
+        usable_until = entry.expires_at + grace
+        if entry.backend_expires_at is not None:
+            usable_until = min(usable_until, entry.backend_expires_at)
+        return Answer(
+            credential=entry.credential,
+            header_name=candidate.route.header_name,
+            credential_id=entry.credential_id,
+            expires_at=usable_until,
+            refresh_after=min(usable_until, now + STALE_RETRY_SEC),
+            source="stale",
+        )
+
+    def _answer(self, candidate: _Candidate, entry: Entry, source: Source) -> Answer:
+        return Answer(
+            credential=entry.credential,
+            header_name=candidate.route.header_name,
+            credential_id=entry.credential_id,
+            expires_at=entry.expires_at,
+            refresh_after=entry.refresh_after,
+            source=source,
+        )
