@@ -94,6 +94,19 @@ def run(
             return 0
         if git_program and invocation.action not in ACTIONS:
             return 0  # git's rule: ignore actions we do not know
+        if invocation.action in ("info", "doctor"):
+            from mlflow_secrets_helper import diagnostics
+
+            output, status = diagnostics.run(
+                invocation.action,
+                rest=invocation.rest,
+                as_json=invocation.json,
+                dry_run=invocation.dry_run,
+                timeout=invocation.timeout,
+                env=env,
+            )
+            _write(stdout, output)
+            return status
         output = dispatch(invocation, stdin, env, report)
     except HelperError as exc:
         report.error(exc)
@@ -164,10 +177,6 @@ def _timeout(text: str) -> float:
 def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Reporter) -> str:
     if inv.action not in ACTIONS:
         raise InvalidInput(f"unknown action {inv.action!r}", hints=["see --help"])
-    if inv.action in ("info", "doctor"):
-        from mlflow_secrets_helper import operator_commands
-
-        return operator_commands.run(inv.action, inv.json, inv.dry_run, inv.timeout, env, report)
     config = config_module.load(env, timeout=inv.timeout)
     report.level = config.log_level
     if inv.action == "cache":
