@@ -14,7 +14,8 @@ caps how long the value may be cached (``Fetched.expires_at``).
 
 Azure SDK log records never reach the terminal unless the program configured logging: a
 ``NullHandler`` on the ``azure`` and ``msal`` loggers keeps Python's last-resort handler quiet,
-and HTTP logging of bodies stays off. Error messages carry Key Vault error codes, the vault URL
+and HTTP logging of bodies stays off. The SDK's exception is kept as ``__cause__`` of the
+helper's error, for a debug traceback. Error messages carry Key Vault error codes, the vault URL
 and the secret name, never a token or a secret value.
 """
 
@@ -232,7 +233,10 @@ class AzureKeyVaultProvider:
         except HelperError as error:
             outcome.append(error)
         except Exception as error:  # noqa: BLE001 - mapped, or handed to the caller's thread
-            outcome.append(self._map(error) or error)
+            mapped = self._map(error)
+            if mapped is not None:
+                mapped.__cause__ = error  # shown only as a debug traceback
+            outcome.append(mapped or error)
 
     def _read(self, deadline: float) -> Fetched:
         from azure.identity import DefaultAzureCredential
@@ -313,7 +317,7 @@ class AzureKeyVaultProvider:
             )
         if isinstance(error, ClientAuthenticationError) and error.status_code is None:
             # raised by the credential: no source in the chain produced a token
-            summary = _one_line(error.message)
+            summary = _chain_summary(error.message)
             if _looks_like_network(summary):
                 return BackendUnavailable(
                     f"cannot get an Azure token for {self.vault_url}: {summary}"
@@ -380,6 +384,21 @@ def _codes(error: Any) -> str:
 def _one_line(text: str, limit: int = 400) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _chain_summary(message: str) -> str:
+    """One line from DefaultAzureCredential's multi-line failure: each credential it tried and
+    why it gave up, with the SDK's troubleshooting boilerplate left out."""
+    attempts: list[str] = []
+    for line in message.splitlines():
+        name, sep, reason = line.strip().partition(": ")
+        if not sep or not name.endswith("Credential") or " " in name:
+            continue
+        if "unavailable" in reason.lower() or "not fully configured" in reason.lower():
+            attempts.append(f"{name}: not configured")
+        else:
+            attempts.append(f"{name}: {_one_line(reason.split(' Visit ')[0], 200)}")
+    return "; ".join(attempts) if attempts else _one_line(message)
 
 
 _NETWORK_WORDS = (
