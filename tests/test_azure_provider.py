@@ -282,7 +282,7 @@ def test_deadline_bounds_the_whole_call(cloud: AzureCloud) -> None:
     provider = from_settings({"vault_url": cloud.silent_vault_url, "secret_name": "s"}, {})
     start = time.monotonic()
     # either our deadline or the transport's timeout (set to the same budget) ends it first
-    with pytest.raises(BackendUnavailable, match="deadline|timeout") as info:
+    with pytest.raises(BackendUnavailable, match=r"deadline|timeout") as info:
         provider.fetch(deadline(1.0))
     assert time.monotonic() - start < 1.5
     assert cloud.silent_vault_url in info.value.message and "'s'" in info.value.message
