@@ -267,8 +267,16 @@ def test_namespace_isolates_the_secret(vault_ns: VaultNamespace) -> None:
 
 def test_unknown_namespace_is_not_found(bao: Bao) -> None:
     env = {"VAULT_ADDR": bao.http_url, "VAULT_TOKEN": bao.root_token, "VAULT_NAMESPACE": "nope1"}
-    with pytest.raises((NotFound, BackendDenied)):
+    with pytest.raises(NotFound, match="namespace 'nope1' does not exist"):
         from_settings({"secret_path": "secret/x"}, env).fetch(deadline())
+
+
+@pytest.mark.parametrize("token", ["abc\ndef", "tok en", "t\u00e9", "x" * 9000])
+def test_unsendable_token_is_a_config_error_that_does_not_echo_it(bao: Bao, token: str) -> None:
+    env = {"VAULT_ADDR": bao.http_url, "VAULT_TOKEN": token}
+    with pytest.raises(ConfigError, match="VAULT_TOKEN is not a valid Vault token") as info:
+        from_settings({"secret_path": "secret/x"}, env).fetch(deadline())
+    assert token.strip() not in info.value.message
 
 
 def test_tls_with_cacert_and_capath(vault_ns: VaultNamespace, tmp_path: Path) -> None:
@@ -355,6 +363,9 @@ def test_settings_are_validated() -> None:
     for key, value in (("secret_version", "0"), ("secret_version", "x"), ("kv_version", "3")):
         with pytest.raises(ConfigError):
             from_settings({"secret_path": "secret/x", key: value}, env)
+    for namespace in ("team a", "t\u00e9am", "a//b"):
+        with pytest.raises(ConfigError, match="VAULT_NAMESPACE"):
+            from_settings({"secret_path": "secret/x"}, {**env, "VAULT_NAMESPACE": namespace})
     with pytest.raises(ConfigError, match="auth method"):
         from_settings({"secret_path": "secret/x", "auth_method": "ldap"}, env)
     with pytest.raises(ConfigError, match="MLFLOW_VAULT_K8S_ROLE"):

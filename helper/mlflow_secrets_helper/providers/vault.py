@@ -176,6 +176,10 @@ def parse_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> Vault
             ],
         )
     namespace = (get("namespace", "VAULT_NAMESPACE") or "").strip("/")
+    if namespace:
+        _check_path(namespace, "VAULT_NAMESPACE")
+        if not all("\x21" <= ch <= "\x7e" for ch in namespace):
+            raise ConfigError(f"VAULT_NAMESPACE {namespace[:100]!r} must be visible ASCII")
     return VaultSettings(
         address=address,
         namespace=namespace,
@@ -443,7 +447,7 @@ class VaultProvider:
                     raise _TokenRejected(answer, what)
                 raise BackendDenied(
                     f"Vault at {s.address} found no KV mount for {s.secret_path} that the "
-                    f"{self._describe(login)} may read ({answer.says()})",
+                    f"{login.source} may read ({answer.says()})",
                     hints=[
                         "check the mount name at the start of MLFLOW_VAULT_SECRET_PATH"
                         + (f" and VAULT_NAMESPACE ({s.namespace})" if s.namespace else ""),
@@ -516,6 +520,7 @@ class VaultProvider:
     def _static_token(self) -> _Login:
         token = self._env.get("VAULT_TOKEN", "").strip()
         if token:
+            _check_header_safe(token, "VAULT_TOKEN")
             return _Login(Secret(token), None, False, "token from VAULT_TOKEN")
         home = self._env.get("HOME")
         if home:
@@ -529,6 +534,7 @@ class VaultProvider:
                     f"cannot read the Vault token file ~/.vault-token: {exc.__class__.__name__}"
                 ) from None
             if token:
+                _check_header_safe(token, "~/.vault-token")
                 return _Login(Secret(token), None, False, "token from ~/.vault-token")
         raise ConfigError(
             "no Vault token: VAULT_TOKEN is unset and ~/.vault-token is missing or empty",
@@ -583,6 +589,7 @@ class VaultProvider:
         token = auth.get("client_token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise self._unexpected(answer, f"the {source}")
+        _check_header_safe(token, f"the token from the {source}")
         lease = auth.get("lease_duration") if isinstance(auth, dict) else None
         renew_at = None
         if isinstance(lease, (int, float)) and lease > 0:
@@ -690,7 +697,10 @@ class VaultProvider:
             except requests.exceptions.ConnectionError:
                 problem = "connection failed"
             except requests.exceptions.RequestException as exc:
-                raise BackendUnavailable(f"request to {where} failed: {_short(exc)}") from None
+                # the text of some of these (InvalidHeader) quotes header values: not shown
+                raise BackendUnavailable(
+                    f"request to {where} failed: {exc.__class__.__name__}"
+                ) from None
             else:
                 answer = _Answer(response.status_code, _json(response))
                 response.close()
@@ -720,9 +730,6 @@ class VaultProvider:
         )
 
     # -- errors ---------------------------------------------------------------------------
-    def _describe(self, login: _Login) -> str:
-        return login.source
-
     def _denied(self, rejected: _TokenRejected, login: _Login) -> BackendDenied:
         s = self.settings
         where = f" in namespace {s.namespace}" if s.namespace else ""
@@ -801,6 +808,14 @@ def _read_file(path: str, name: str) -> str:
     if not text:
         raise ConfigError(f"{name} {path!r} is empty")
     return text
+
+
+def _check_header_safe(value: str, name: str) -> None:
+    """A token goes into a header: visible ASCII only (never echo it back)."""
+    if len(value) > 8192 or not all("\x21" <= ch <= "\x7e" for ch in value):
+        raise ConfigError(
+            f"{name} is not a valid Vault token (too long, or not visible ASCII characters)"
+        )
 
 
 def _json(response: Any) -> dict[str, Any] | None:
