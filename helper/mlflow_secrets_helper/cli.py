@@ -18,7 +18,7 @@ from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import Cache
 from mlflow_secrets_helper.config import Config
-from mlflow_secrets_helper.errors import HelperError, InvalidInput
+from mlflow_secrets_helper.errors import HelperError, HostNotConfigured, InvalidInput
 from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.secret import Secret
 from mlflow_secrets_helper.target import Request, parse_request, read_request
@@ -320,7 +320,8 @@ def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
             "ephemeral=1",
         ]
     else:
-        raise InvalidInput(
+        # Not a failure git should stop on: another helper may still serve the host.
+        raise HostNotConfigured(
             "this host needs a bearer token, which git can only take with the authtype capability",
             hints=["git 2.46 or newer sends capability[]=authtype"],
         )
