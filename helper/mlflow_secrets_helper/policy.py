@@ -1,0 +1,336 @@
+"""Which targets may receive a header: the host allowlist.
+
+Rules (they are the documented behaviour):
+
+- ``MLFLOW_SECRETS_ALLOWED_HOSTS`` is a comma-separated list; each entry is
+  stripped of surrounding whitespace. A TOML route gives the same entries as a
+  list of strings.
+- Entry forms, each with an optional ``:port``: a host name
+  (``mlflow.company.com``), an IPv4 address (``127.0.0.1``), a bracketed IPv6
+  address (``[::1]``), ``*.company.com`` (exactly one label), ``mlflow-*``
+  (one label starting with ``mlflow-``, here a single-label name),
+  ``mlflow-*.company.com``, and ``**.company.com`` (one or more labels).
+- ``*`` stands for one or more characters inside one label and never crosses a
+  dot: ``*.company.com`` matches ``a.company.com`` but neither
+  ``company.com`` nor ``a.b.company.com``; ``mlflow-*`` does not match
+  ``mlflow``. A wildcard is allowed only in the leftmost label, only as the
+  whole label or at its end, and never over an IP address.
+- Names are compared after the same canonicalisation as the target: lowercase,
+  one trailing dot dropped, IPv6 compressed. An entry without a port matches
+  every port; with a port only that port (``h:443`` matches ``https://h``).
+- Rejected at load time (a configuration error, exit 5, so every host is
+  refused): empty entries (``a,,b``, a trailing comma, or a variable that is
+  set but empty), bare ``*`` or ``**``, ``?``, character classes such as
+  ``[a-z]``, schemes, paths, userinfo, and anything a target would be rejected
+  for (bad ports, non-dotted IPv4, unbracketed IPv6, zone ids, non-ASCII).
+- Unset: development mode. Any host is allowed over https; plain http is
+  refused.
+- Plain http is allowed only when all hold: an allowlist is set; the target is
+  loopback (``localhost``, ``127.0.0.0/8``, ``::1``); an entry without a
+  wildcard names that host (``127.0.0.1`` or ``127.0.0.1:5000``; ``localhost``
+  does not cover ``127.0.0.1``); and no HTTP proxy from the environment
+  applies to it.
+- Proxy check, deliberately conservative (when in doubt, refuse): a proxy is
+  configured when any of ``http_proxy``, ``HTTP_PROXY``, ``all_proxy`` or
+  ``ALL_PROXY`` is non-empty. It is bypassed only when ``no_proxy`` (or, when
+  ``no_proxy`` is not set at all, ``NO_PROXY``) is exactly ``*``, or has an
+  entry equal to the host (a leading dot is ignored, ``::1`` written without
+  brackets), or for IPv4 an entry in CIDR form that contains it
+  (``127.0.0.0/8``). Entries with a port do not count, because curl ignores
+  them. System proxy settings (macOS, Windows) are not consulted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from mlflow_secrets_helper.errors import ConfigError, HostRefused, InvalidInput
+from mlflow_secrets_helper.target import (
+    Target,
+    canonical_host,
+    is_dotted_quad,
+    parse_authority,
+    parse_port,
+    quote,
+)
+
+ALLOWED_HOSTS_ENV = "MLFLOW_SECRETS_ALLOWED_HOSTS"
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+_FORMS_HINT = (
+    "entries look like mlflow.company.com, mlflow.company.com:8443, *.company.com, "
+    "mlflow-*, **.company.com, 127.0.0.1:5000 or [::1]:5000"
+)
+_PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.:*[]")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+Wildcard = Literal["", "*", "**"]
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    """One allowlist entry.
+
+    ``wildcard`` is ``""`` for a literal host or IP, ``"*"`` for one label
+    starting with ``prefix`` (``prefix`` empty for a whole-label ``*``), or
+    ``"**"`` for one or more labels. ``suffix`` is the host after the wildcard
+    label (the whole host for a literal); ``port`` is None for any port.
+    """
+
+    text: str
+    wildcard: Wildcard
+    prefix: str
+    suffix: str
+    port: int | None
+
+    @property
+    def literal(self) -> bool:
+        """True when the entry names one host or IP, without a wildcard."""
+        return self.wildcard == ""
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern:
+        """Parse one entry; raises :class:`ConfigError` naming it."""
+        try:
+            return cls._parse(text)
+        except InvalidInput as exc:
+            raise _bad(text, exc.message) from None
+
+    @classmethod
+    def _parse(cls, text: str) -> HostPattern:
+        if not text:
+            raise _bad(text, "empty entry")
+        lowered = text.lower()
+        for ch in lowered:
+            if ch in _PATTERN_CHARS:
+                continue
+            if ch == "?":
+                raise _bad(text, "'?' is not supported; '*' stands for one label")
+            if ch in "/@" or "://" in lowered:
+                raise _bad(text, "write only host[:port], without scheme, path or user")
+            raise _bad(text, f"invalid character {ch!a}")
+        if lowered.startswith("."):
+            raise _bad(text, "write *.company.com (one label) or **.company.com (any depth)")
+        if lowered.startswith("["):
+            inside = lowered[1:].partition("]")[0]
+            if not set(inside) <= set("0123456789abcdef:."):
+                raise _bad(text, "character classes such as [a-z] are not supported")
+            target = parse_authority(lowered, "https")
+            port = parse_port(lowered.rpartition("]:")[2]) if "]:" in lowered else None
+            return cls(text, "", "", target.host, port)
+        if "[" in lowered or "]" in lowered:
+            raise _bad(text, "character classes such as [a-z] are not supported")
+        if lowered.count(":") > 1:
+            raise _bad(text, "write IPv6 addresses in brackets, e.g. [::1]")
+        host, colon, port_text = lowered.partition(":")
+        port = parse_port(port_text) if colon else None
+        if "*" not in host:
+            return cls(text, "", "", canonical_host(host), port)
+
+        if host.endswith("."):
+            host = host[:-1]
+        first, _, suffix = host.partition(".")
+        if "*" in suffix:
+            raise _bad(text, "a wildcard is allowed only in the leftmost label")
+        if first in ("*", "**"):
+            if not suffix:
+                raise _bad(text, f"a bare {first!r} would allow every host")
+            wildcard: Wildcard = "**" if first == "**" else "*"
+            prefix = ""
+        elif first.endswith("*") and "*" not in first[:-1]:
+            wildcard, prefix = "*", first[:-1]
+            if not set(prefix) <= _LABEL_CHARS or prefix.startswith("-") or len(prefix) >= 63:
+                raise _bad(text, "invalid label prefix before '*'")
+        else:
+            raise _bad(text, "'*' must be a whole label (*.company.com) or end one (mlflow-*)")
+        if suffix:
+            last = suffix.rpartition(".")[2]
+            if last.isdigit() or last.startswith("0x"):
+                raise _bad(text, "wildcards cannot match IP addresses")
+            suffix = canonical_host(suffix)
+        return cls(text, wildcard, prefix, suffix, port)
+
+    def matches(self, target: Target) -> bool:
+        if self.port is not None and self.port != target.port:
+            return False
+        host = target.host
+        if self.literal:
+            return host == self.suffix
+        if target.is_ip():
+            return False
+        if self.suffix:
+            if not host.endswith("." + self.suffix):
+                return False
+            head = host[: -len(self.suffix) - 1]
+        else:
+            head = host
+        if self.wildcard == "**":
+            return bool(head)
+        return "." not in head and len(head) > len(self.prefix) and head.startswith(self.prefix)
+
+
+def _bad(text: str, reason: str) -> ConfigError:
+    return ConfigError(f"invalid host pattern {quote(text)}: {reason}", hints=[_FORMS_HINT])
+
+
+def parse_patterns(spec: str | Sequence[str], *, source: str) -> tuple[HostPattern, ...]:
+    """Parse a comma-separated string (or a list of entries from a TOML file).
+
+    Raises :class:`ConfigError` naming ``source`` and the first bad entry.
+    """
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise ConfigError(
+                f"{source} is set but empty",
+                hints=[f"unset {source} for development mode, or list the allowed hosts"],
+            )
+        entries: list[object] = list(spec.split(","))
+    else:
+        entries = list(spec)
+        if not entries:
+            raise ConfigError(f"{source} is an empty list", hints=["list the allowed hosts"])
+    patterns = []
+    for index, entry in enumerate(entries, 1):
+        if not isinstance(entry, str):
+            raise ConfigError(f"{source}: entry {index} is not a string", hints=[_FORMS_HINT])
+        stripped = entry.strip()
+        if not stripped:
+            raise ConfigError(
+                f"{source}: entry {index} is empty",
+                hints=["remove the extra comma", _FORMS_HINT],
+            )
+        try:
+            patterns.append(HostPattern.parse(stripped))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc.message}", hints=exc.hints) from None
+    return tuple(patterns)
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """The allowlist, or development mode when none is configured."""
+
+    patterns: tuple[HostPattern, ...]
+    development_mode: bool = False
+    source: str = ALLOWED_HOSTS_ENV
+
+    @classmethod
+    def from_spec(
+        cls, spec: str | Sequence[str] | None, *, source: str = ALLOWED_HOSTS_ENV
+    ) -> HostPolicy:
+        """``None`` (unset) is development mode; anything invalid raises ConfigError."""
+        if spec is None:
+            return cls((), development_mode=True, source=source)
+        return cls(parse_patterns(spec, source=source), source=source)
+
+    def check(self, target: Target, env: Mapping[str, str]) -> None:
+        """Return if ``target`` may get a header; else raise :class:`HostRefused`."""
+        if self.development_mode:
+            if target.scheme == "https":
+                return
+            raise HostRefused(
+                f"plain http to {target.origin()} is refused: {self.source} is not set "
+                "(development mode allows https only)",
+                hints=[f"use https, or set {self.source}={_entry_for(target)}"],
+            )
+        if not any(pattern.matches(target) for pattern in self.patterns):
+            raise HostRefused(
+                f"{target.origin()} is not in {self.source}",
+                hints=[f"add {_entry_for(target)} to {self.source}"],
+            )
+        if target.scheme == "https":
+            return
+        refusal = self._http_refusal(target, env)
+        if refusal is not None:
+            raise HostRefused(refusal[0], hints=[refusal[1]])
+
+    def allows_plain_http(self, target: Target, env: Mapping[str, str]) -> bool:
+        """Whether a header may go to ``target``'s host and port over plain http."""
+        if self.development_mode:
+            return False
+        if not any(pattern.matches(target) for pattern in self.patterns):
+            return False
+        return self._http_refusal(target, env) is None
+
+    def _http_refusal(self, target: Target, env: Mapping[str, str]) -> tuple[str, str] | None:
+        origin = target.origin()
+        if not target.is_loopback():
+            return (
+                f"plain http to {origin} is refused: http is allowed only for loopback hosts",
+                f"use https://{_entry_for(Target('https', target.host, 443))}",
+            )
+        if not any(p.literal and p.matches(target) for p in self.patterns):
+            return (
+                f"plain http to {origin} is refused: no {self.source} entry names it "
+                "without a wildcard",
+                f"add {_entry_for(target)} to {self.source}",
+            )
+        variable = proxy_for_http(target, env)
+        if variable is not None:
+            return (
+                f"plain http to {origin} is refused: the proxy in {variable} would see the header",
+                f"add {_no_proxy_entry(target)} to no_proxy, or unset {variable}",
+            )
+        return None
+
+
+def _entry_for(target: Target) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    if target.scheme == "https" and target.port == 443:
+        return host
+    return target.authority()
+
+
+def _no_proxy_entry(target: Target) -> str:
+    return target.host
+
+
+def proxy_for_http(target: Target, env: Mapping[str, str]) -> str | None:
+    """The variable naming a proxy that plain http to ``target`` would use, or None."""
+    variable = next((name for name in PROXY_VARIABLES if env.get(name, "").strip()), None)
+    if variable is None:
+        return None
+    no_proxy = env["no_proxy"] if "no_proxy" in env else env.get("NO_PROXY", "")
+    if _bypassed(target.host, no_proxy):
+        return None
+    return variable
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    if no_proxy.strip() == "*":
+        return True
+    ipv4 = is_dotted_quad(host)
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if ipv4 and "/" in entry:
+            if _in_cidr(host, entry):
+                return True
+            continue
+        if not ipv4 and ":" not in host:
+            entry = entry.lstrip(".")
+        if entry == host:
+            return True
+    return False
+
+
+def _in_cidr(address: str, cidr: str) -> bool:
+    network, _, bits_text = cidr.partition("/")
+    if not is_dotted_quad(network) or not bits_text.isdigit() or not bits_text.isascii():
+        return False
+    bits = int(bits_text)
+    if bits > 32:
+        return False
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return (_ipv4_int(address) & mask) == (_ipv4_int(network) & mask)
+
+
+def _ipv4_int(address: str) -> int:
+    a, b, c, d = (int(part) for part in address.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d

@@ -1,0 +1,497 @@
+"""The target read on stdin: which server (scheme, host, port) wants a header.
+
+stdin carries one of three forms, read up to the first blank line or EOF:
+
+1. git credential attributes, one ``key=value`` per line (detected when the
+   first line matches ``^[A-Za-z_][A-Za-z0-9_]*(\\[\\])?=``);
+2. a URL such as ``https://mlflow.company.com/path``;
+3. a bare ``host[:port]``, which means https.
+
+Rules a caller can rely on (they are the documented behaviour):
+
+- Input is UTF-8, split on ``\\n`` only, and ends at the first blank line or at
+  EOF; anything after the blank line is ignored. A blank first line means the
+  input is empty, which is an error. A line longer than 64 KiB (not counting
+  its newline) or more than 1 MiB in total is rejected.
+- No line may contain a control character: C0 (``\\r`` and tab included), DEL,
+  C1, U+2028/U+2029, or the bidirectional overrides U+202A-U+202E and
+  U+2066-U+2069. This applies to every attribute, secrets included.
+- git form: ``protocol``, ``host``, ``path``, ``url``, ``username``,
+  ``credential_id``, ``password`` and ``credential`` are single-valued; giving
+  one twice is an error even with the same value. ``capability[]`` and
+  ``wwwauth[]`` collect every value in order, and an empty value resets the
+  list (as in git). Every line must be ``key=value``; other keys are ignored
+  and not kept. Without ``url``, both ``protocol`` and ``host`` are required
+  (git refuses such credentials too). With ``url``, a ``protocol`` or ``host``
+  that is also given must name the same scheme, host and port (``host=h`` and
+  ``url=https://h:443`` agree). Only host, url and protocol values ever appear
+  in error messages.
+- URL and host forms are a single line; more non-blank lines are an error.
+  A URL's path, query and fragment are ignored for the lookup; they may hold
+  ``%``-escapes and ``@`` but no whitespace, backslash or non-ASCII character.
+- Scheme: ``https`` or ``http``, any case; anything else is "unsupported
+  scheme" (exit 2).
+- Authority (``host[:port]``): no userinfo (``@``), backslash, ``%``,
+  whitespace or non-ASCII character. Internationalised names must be given in
+  their ``xn--`` form.
+- Host names are lowercased and lose one trailing dot. Each label is 1-63
+  characters of ``a-z 0-9 - _`` and neither starts nor ends with ``-``; the
+  whole name is at most 253 characters.
+- IPv4 only as plain dotted decimal: four numbers 0-255 without leading zeros.
+  A name whose last label is all digits (or ``0x``-hex, which browsers read as
+  a number) must be such an address, so ``127.1``, ``0x7f.0.0.1``,
+  ``0177.0.0.1`` and ``2130706433`` are rejected.
+- IPv6 only in brackets (``[::1]:8443``), without a zone id; it is kept in its
+  compressed form without brackets (``[0:0::1]`` becomes ``::1``).
+- Port: 1-65535 written in decimal without sign or leading zeros; an empty
+  port (``host:``) is an error. Without a port the scheme's default applies
+  (443 for https, 80 for http).
+- Loopback means exactly ``localhost``, ``127.0.0.0/8`` and ``::1``
+  (not ``*.localhost`` and not IPv4-mapped IPv6).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import BinaryIO, Literal
+
+from mlflow_secrets_helper.errors import InvalidInput
+
+MAX_LINE_BYTES = 64 * 1024
+MAX_INPUT_BYTES = 1024 * 1024
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+Form = Literal["git", "url", "host"]
+
+_GIT_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[\])?=")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
+_PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_DIGITS = frozenset("0123456789")
+_HEX_NUMBER = re.compile(r"0x[0-9a-f]*\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+SINGLE_KEYS = frozenset(
+    {"protocol", "host", "path", "url", "username", "credential_id", "password", "credential"}
+)
+MULTI_KEYS = frozenset({"capability[]", "wwwauth[]"})
+_SHOWN_KEYS = frozenset({"protocol", "host", "url"})
+
+
+def quote(text: str | bytes, limit: int = 80) -> str:
+    """Hostile input made safe for a one-line message: escaped, quoted, truncated.
+
+    Only printable ASCII survives; everything else is shown as a Python escape.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    if len(text) > limit:
+        return ascii(text[:limit]) + "..."
+    return ascii(text)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A canonical origin. Build it with :func:`parse_target` or :func:`parse_request`."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def origin(self) -> str:
+        """``scheme://host[:port]``, the port omitted when it is the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if DEFAULT_PORTS.get(self.scheme) == self.port:
+            return f"{self.scheme}://{host}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def authority(self) -> str:
+        """``host:port`` (IPv6 in brackets), always with the port."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def is_ip(self) -> bool:
+        return ":" in self.host or is_dotted_quad(self.host)
+
+    def is_loopback(self) -> bool:
+        """``localhost``, any address in 127.0.0.0/8, or ``::1``."""
+        if self.host in ("localhost", "::1"):
+            return True
+        return is_dotted_quad(self.host) and self.host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What stdin asked for: the target, the form it came in, and git's attributes."""
+
+    target: Target
+    form: Form
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, key: str) -> str | None:
+        """The value of a single-valued attribute, or None."""
+        values = self.attributes.get(key, ())
+        return values[0] if values else None
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def read_request(stream: BinaryIO, *, timeout: float = 5.0) -> bytes:
+    """Read stdin up to and including the first blank line, or to EOF.
+
+    Raises :class:`InvalidInput` when the stream is a terminal (nothing is
+    read, so a ``get`` typed at a prompt never hangs), when a line exceeds
+    64 KiB or the input 1 MiB, and when the input has not ended after
+    ``timeout`` seconds. A line holding only ``\\r`` also ends the read, so
+    CRLF input is rejected at once instead of waiting for EOF.
+
+    When the stream has a file descriptor it is read with ``select`` and
+    ``os.read``, bypassing the stream's own buffer: nothing may have been read
+    from the stream before. Streams without a descriptor (or where ``select``
+    does not work on it) are read with ``read1``/``read`` and no timeout.
+    """
+    try:
+        is_tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        is_tty = False
+    if is_tty:
+        raise InvalidInput(
+            "stdin is a terminal; expected the host on stdin",
+            hints=[
+                "pipe the host on stdin, e.g. "
+                "echo https://mlflow.example.com | mlflow-secrets-helper get"
+            ],
+        )
+    fd: int | None
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        fd = None
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+    line_start = 0
+    while True:
+        chunk = _read_chunk(stream, fd, deadline, timeout)
+        if chunk is None:  # select does not work on this descriptor
+            fd = None
+            continue
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        while True:
+            newline = buf.find(b"\n", line_start)
+            if newline < 0:
+                break
+            length = newline - line_start
+            if length > MAX_LINE_BYTES:
+                raise _line_too_long(buf.count(b"\n", 0, line_start) + 1)
+            if length == 0 or (length == 1 and buf[line_start] == 0x0D):
+                return bytes(buf[: newline + 1])
+            line_start = newline + 1
+        if len(buf) - line_start > MAX_LINE_BYTES:
+            raise _line_too_long(buf.count(b"\n", 0, line_start) + 1)
+        if len(buf) > MAX_INPUT_BYTES:
+            raise _too_much_input()
+
+
+def _read_chunk(stream: BinaryIO, fd: int | None, deadline: float, timeout: float) -> bytes | None:
+    size = 65536
+    if fd is None:
+        read1 = getattr(stream, "read1", None)
+        data = read1(size) if read1 is not None else stream.read(size)
+        return bytes(data or b"")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _no_end(timeout)
+    try:
+        ready, _, _ = select.select([fd], [], [], remaining)
+    except (OSError, ValueError):
+        return None
+    if not ready:
+        raise _no_end(timeout)
+    return os.read(fd, size)
+
+
+def _no_end(timeout: float) -> InvalidInput:
+    return InvalidInput(
+        f"stdin did not end within {timeout:g} s",
+        hints=["end the input with a blank line or close stdin"],
+    )
+
+
+def _line_too_long(lineno: int) -> InvalidInput:
+    return InvalidInput(f"line {lineno} of the input is longer than 64 KiB")
+
+
+def _too_much_input() -> InvalidInput:
+    return InvalidInput("the input is longer than 1 MiB")
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def parse_request(data: bytes) -> Request:
+    """Parse what :func:`read_request` returned. Raises :class:`InvalidInput`."""
+    if len(data) > MAX_INPUT_BYTES:
+        raise _too_much_input()
+    lines: list[str] = []
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        if not raw:
+            break
+        if len(raw) > MAX_LINE_BYTES:
+            raise _line_too_long(lineno)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"line {lineno} of the input is not valid UTF-8") from None
+        bad = _CONTROL.search(line)
+        if bad is not None:
+            key = line.partition("=")[0]
+            where = f"the {key} attribute" if key in SINGLE_KEYS | MULTI_KEYS else "the input"
+            raise InvalidInput(
+                f"control character {bad.group()!a} in line {lineno} ({where})",
+                hints=["the input must be plain lines ending in \\n (no CR)"],
+            )
+        lines.append(line)
+    if not lines:
+        raise InvalidInput(
+            "empty input: expected a URL, host[:port] or git credential attributes",
+            hints=["pipe the host on stdin, e.g. echo https://mlflow.example.com"],
+        )
+    if _GIT_LINE.match(lines[0]):
+        return _parse_git(lines)
+    if len(lines) > 1:
+        raise InvalidInput(
+            f"expected one line with a URL or host[:port], got {len(lines)} lines",
+            hints=["git credential attributes need key=value on every line"],
+        )
+    if "://" in lines[0]:
+        return Request(_parse_url(lines[0]), "url")
+    return Request(parse_authority(lines[0], "https"), "host")
+
+
+def parse_target(text: str) -> Target:
+    """A URL or a bare ``host[:port]`` (https), validated like stdin."""
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise InvalidInput(f"control character {bad.group()!a} in {quote(text)}")
+    if "://" in text:
+        return _parse_url(text)
+    return parse_authority(text, "https")
+
+
+def _parse_git(lines: list[str]) -> Request:
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for lineno, line in enumerate(lines, 1):
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise InvalidInput(
+                f"line {lineno} is not key=value",
+                hints=["git credential input is key=value lines ended by a blank line"],
+            )
+        if not key:
+            raise InvalidInput(f"line {lineno} has an empty key")
+        if key in MULTI_KEYS:
+            if value:
+                multi.setdefault(key, []).append(value)
+            else:
+                multi[key] = []
+        elif key in SINGLE_KEYS:
+            if key in single:
+                raise InvalidInput(f"the {key} attribute is given more than once")
+            single[key] = value
+
+    url = single.get("url")
+    protocol = single.get("protocol")
+    host = single.get("host")
+    if url is not None:
+        if "://" not in url:
+            raise InvalidInput(
+                f"the url attribute {quote(url)} is not an absolute URL",
+                hints=["write url=https://host[:port]/path"],
+            )
+        target = _parse_url(url)
+        if protocol is not None and parse_scheme(protocol) != target.scheme:
+            raise InvalidInput(
+                f"protocol={quote(protocol)} disagrees with url scheme {target.scheme!r}"
+            )
+        if host is not None:
+            named = parse_authority(host, target.scheme)
+            if (named.host, named.port) != (target.host, target.port):
+                raise InvalidInput(
+                    f"host={quote(host)} disagrees with the url's host {quote(target.authority())}"
+                )
+    else:
+        if protocol is None or host is None:
+            missing = "protocol" if protocol is None else "host"
+            raise InvalidInput(
+                f"the {missing} attribute is missing",
+                hints=["git input needs protocol= and host= (or url=)"],
+            )
+        target = parse_authority(host, parse_scheme(protocol))
+
+    attributes: dict[str, tuple[str, ...]] = {k: (v,) for k, v in single.items()}
+    attributes.update((k, tuple(v)) for k, v in multi.items() if v)
+    return Request(target, "git", MappingProxyType(attributes))
+
+
+def parse_scheme(text: str) -> str:
+    """``https`` or ``http``, lowercased; anything else raises :class:`InvalidInput`."""
+    scheme = text.lower()
+    if scheme in DEFAULT_PORTS:
+        return scheme
+    if not text:
+        raise InvalidInput("empty protocol")
+    raise InvalidInput(
+        f"unsupported scheme {quote(text)}",
+        hints=["only https (or http to a local server) is supported"],
+    )
+
+
+def _parse_url(text: str) -> Target:
+    scheme_text, _, rest = text.partition("://")
+    if not _SCHEME.match(scheme_text):
+        raise InvalidInput(f"malformed URL scheme {quote(scheme_text)}")
+    scheme = parse_scheme(scheme_text)
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    authority, tail = rest[:end], rest[end:]
+    target = parse_authority(authority, scheme)
+    for index, ch in enumerate(tail):
+        if ch.isspace() or ch == "\\" or not ch.isascii():
+            raise InvalidInput(
+                f"the URL path contains {ch!a} at position {len(text) - len(tail) + index}",
+                hints=["percent-encode the path, or give only scheme://host[:port]"],
+            )
+    return target
+
+
+def parse_authority(text: str, scheme: str) -> Target:
+    """``host[:port]`` or ``[ipv6][:port]`` for an already valid ``scheme``."""
+    if not text:
+        raise InvalidInput("empty host")
+    if "@" in text:
+        raise InvalidInput(
+            "the input contains userinfo ('@'); credentials in URLs are not accepted",
+            hints=["give only scheme://host[:port]"],
+        )
+    _check_authority_chars(text)
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise InvalidInput(f"unclosed '[' in {quote(text)}")
+        host = canonical_ipv6(text[1:close])
+        rest = text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise InvalidInput(f"unexpected text after ']' in {quote(text)}")
+        port_text: str | None = rest[1:] if rest else None
+    else:
+        if text.count(":") > 1:
+            raise InvalidInput(
+                f"{quote(text)} has more than one ':'",
+                hints=["write IPv6 addresses in brackets, e.g. [::1]:5000"],
+            )
+        host_text, colon, port_part = text.partition(":")
+        port_text = port_part if colon else None
+        host = canonical_host(host_text)
+    port = DEFAULT_PORTS[scheme] if port_text is None else parse_port(port_text)
+    return Target(scheme, host, port)
+
+
+def _check_authority_chars(text: str) -> None:
+    for ch in text:
+        if ch.isspace():
+            problem = "whitespace"
+        elif ch == "\\":
+            problem = "a backslash"
+        elif ch == "%":
+            problem = "'%' (percent-encoding and IPv6 zone ids are not accepted)"
+        elif not ch.isascii():
+            problem = f"the non-ASCII character {ch!a}"
+        elif _CONTROL.match(ch):
+            problem = f"the control character {ch!a}"
+        else:
+            continue
+        raise InvalidInput(
+            f"the host {quote(text)} contains {problem}",
+            hints=["write internationalised names in their xn-- form"] if not ch.isascii() else [],
+        )
+
+
+def parse_port(text: str) -> int:
+    """A decimal port 1-65535 without sign or leading zeros."""
+    if not text:
+        raise InvalidInput("empty port after ':'")
+    if not _PORT.match(text) or int(text) > 65535:
+        raise InvalidInput(
+            f"invalid port {quote(text)}",
+            hints=["a port is a number from 1 to 65535 without leading zeros"],
+        )
+    return int(text)
+
+
+def canonical_ipv6(text: str) -> str:
+    """The compressed form of an IPv6 address written without brackets."""
+    if not text or not all(ch in "0123456789abcdefABCDEF:." for ch in text):
+        raise InvalidInput(f"invalid IPv6 address {quote(text)}")
+    import ipaddress  # only IPv6 input pays for this import
+
+    try:
+        return ipaddress.IPv6Address(text).compressed
+    except ValueError:
+        raise InvalidInput(f"invalid IPv6 address {quote(text)}") from None
+
+
+def canonical_host(text: str) -> str:
+    """A host name or dotted-quad IPv4 address: lowercased, one trailing dot dropped."""
+    host = text.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if not host:
+        raise InvalidInput("empty host")
+    if len(host) > 253:
+        raise InvalidInput(f"the host name {quote(text)} is longer than 253 characters")
+    labels = host.split(".")
+    for label in labels:
+        if not label:
+            raise InvalidInput(f"the host name {quote(text)} has an empty label")
+        if len(label) > 63:
+            raise InvalidInput(f"the host name {quote(text)} has a label over 63 characters")
+        if not set(label) <= _LABEL_CHARS:
+            bad = next(ch for ch in label if ch not in _LABEL_CHARS)
+            raise InvalidInput(f"the host name {quote(text)} contains {bad!a}")
+        if label[0] == "-" or label[-1] == "-":
+            raise InvalidInput(
+                f"the host name {quote(text)} has a label starting or ending with '-'"
+            )
+    last = labels[-1]
+    if (set(last) <= _DIGITS or _HEX_NUMBER.match(last)) and not is_dotted_quad(host):
+        raise InvalidInput(
+            f"{quote(text)} is not a valid IPv4 address",
+            hints=["write IPv4 addresses as four numbers 0-255 without leading zeros"],
+        )
+    return host
+
+
+def is_dotted_quad(host: str) -> bool:
+    """True for plain dotted-decimal IPv4: four parts 0-255, no leading zeros."""
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not part or len(part) > 3 or not set(part) <= _DIGITS:
+            return False
+        if (part[0] == "0" and len(part) > 1) or int(part) > 255:
+            return False
+    return True
