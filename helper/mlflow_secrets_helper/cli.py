@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -205,25 +205,26 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
     return success_output(inv.format, answer, authtype=authtype)
 
 
-def open_cache(config: Config, env: Mapping[str, str], report: Reporter) -> Cache:
+def open_cache(config: Config, env: Mapping[str, str], warn: Callable[[str], None] | None) -> Cache:
     runtime = env.get("XDG_RUNTIME_DIR")
     return Cache.open(
         config.cache_dir,
         runtime_dir=Path(runtime) if runtime else None,
-        warn=report.warning,
+        warn=warn or (lambda _message: None),
     )
 
 
 def make_resolver(config: Config, env: Mapping[str, str], report: Reporter) -> Resolver:
-    return Resolver(config, open_cache(config, env, report), env, warn=report.warning)
+    return Resolver(config, open_cache(config, env, report.warning), env, warn=report.warning)
 
 
 def cache_command(rest: list[str], config: Config, env: Mapping[str, str], report: Reporter) -> str:
     if rest == ["clear"]:
-        removed = open_cache(config, env, report).clear()
+        removed = open_cache(config, env, report.warning).clear()
         return f"removed {removed} cache entries from {_escape(str(config.cache_dir))}\n"
     if rest == ["status"]:
-        status = open_cache(config, env, report).status()
+        # status() lists the cache's warnings itself; do not print them twice.
+        status = open_cache(config, env, None).status()
         total = status.hits + status.misses
         rate = f"{100.0 * status.hits / total:.1f}%" if total else "n/a"
         lines = [
