@@ -1,0 +1,543 @@
+"""AWS Secrets Manager: one ``GetSecretValue`` call, typed errors, a hard deadline.
+
+Configuration (route settings, mapped from ``MLFLOW_AWS_*`` by the config module):
+
+``secret_name`` (required)
+    the secret's name or full ARN.
+``secret_version`` (optional)
+    which version to read. A UUID-shaped value (``8-4-4-4-12`` hex digits) is a
+    version id; anything else is a staging label (``AWSCURRENT``,
+    ``AWSPREVIOUS``, ``AWSPENDING`` or a custom label). Prefix ``id:`` or
+    ``stage:`` to say which when the shape misleads. Unset means
+    ``AWSCURRENT``, which is always sent explicitly.
+``region`` (optional)
+    wins over everything. Otherwise the region inside an ARN, then boto3's own
+    chain (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile).
+``profile`` (optional)
+    a named profile; otherwise boto3's chain (``AWS_PROFILE``, default).
+
+Credentials, endpoint overrides (``AWS_ENDPOINT_URL``,
+``AWS_ENDPOINT_URL_SECRETS_MANAGER``, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``),
+proxies and CA bundles are botocore's standard chain, read from the process
+environment and the AWS config files. The ``env`` mapping handed to
+:func:`from_settings` must be that same process environment: it is read only to
+compute the cache key (region, endpoint override, profile) without loading
+boto3. A region or endpoint set only inside a profile is covered by the
+profile's name in the key.
+
+Retries: botocore's own retry loop sleeps without regard to our deadline, so
+botocore makes exactly one attempt per call (``total_max_attempts: 1``,
+standard mode) and this module retries transient failures itself: at most
+``AWS_MAX_ATTEMPTS`` / the profile's ``max_attempts`` attempts in total
+(default 3, capped at 10), full-jitter exponential backoff (0.25 s doubling,
+at most 2 s), each attempt's connect and read timeouts cut to the time left,
+and no attempt or sleep past the deadline. Credential resolution (SSO,
+assume-role, credential processes) keeps botocore's own timeouts.
+
+Errors are classified by AWS's error code, never by the HTTP status alone;
+messages name the secret, the version and the code, never the value or AWS's
+message text.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+from mlflow_secrets_helper import __version__
+from mlflow_secrets_helper.errors import (
+    BackendDenied,
+    BackendUnavailable,
+    ConfigError,
+    HelperError,
+    InvalidSecret,
+    NotFound,
+)
+from mlflow_secrets_helper.providers import Fetched
+from mlflow_secrets_helper.secret import Secret
+
+if TYPE_CHECKING:
+    from botocore.session import Session as BotocoreSession
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import GetSecretValueResponseTypeDef
+
+NAME = "aws-secrets-manager"
+
+SETTINGS = frozenset({"secret_name", "secret_version", "region", "profile"})
+
+DEFAULT_STAGE = "AWSCURRENT"
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_CAP = 10
+#: a TCP connect to a regional endpoint that takes longer than this is retried
+CONNECT_TIMEOUT_CAP = 3.0
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 2.0
+#: rebuild a client whose construction took longer than this (see fetch)
+CLIENT_BUILD_SLACK = 0.02
+#: do not start an attempt with less time than this left
+MIN_ATTEMPT_SECONDS = 0.05
+
+_VERSION_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_ARN = re.compile(r"arn:[a-z-]+:secretsmanager:([a-z0-9-]+):\d{12}:secret:.+")
+
+_NOT_FOUND = frozenset({"ResourceNotFoundException"})
+_DENIED = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "RequestExpired",
+        "DecryptionFailure",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "OptInRequired",
+        "NotAuthorized",
+    }
+)
+_TRANSIENT = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+    }
+)
+_BAD_REQUEST = frozenset(
+    {"InvalidParameterException", "ValidationException", "InvalidRequestException"}
+)
+_CREDENTIAL_HINT = (
+    "botocore looks for credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+    "AWS_PROFILE and the shared config files, web identity, SSO, the container "
+    "and the instance metadata service"
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    """Which version to read: a staging label or a version id."""
+
+    stage: str | None = None
+    version_id: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """``id:X`` / ``stage:X`` explicitly; otherwise UUID-shaped is an id, else a label."""
+        value = text.strip()
+        if value.startswith("id:"):
+            version = cls(version_id=value[3:])
+        elif value.startswith("stage:"):
+            version = cls(stage=value[6:])
+        elif _VERSION_ID.fullmatch(value):
+            version = cls(version_id=value)
+        else:
+            version = cls(stage=value)
+        shown = version.version_id or version.stage or ""
+        if not shown or len(shown) > 256 or not shown.isprintable() or " " in shown:
+            raise ConfigError(
+                f"invalid AWS secret version {text!r}",
+                hints=[
+                    "MLFLOW_AWS_SECRET_VERSION is a staging label such as AWSPREVIOUS, "
+                    "a version id, or id:<version id> / stage:<label>"
+                ],
+            )
+        return version
+
+    def describe(self) -> str:
+        return f"version id {self.version_id}" if self.version_id else f"stage {self.stage}"
+
+
+@dataclass(frozen=True)
+class AwsSecretsManagerProvider:
+    """Reads one secret from AWS Secrets Manager. Building it loads no SDK."""
+
+    secret_id: str
+    version: Version | None = None
+    region: str | None = None
+    profile: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: seams with production defaults (tests may pass their own)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    jitter: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+
+    name = NAME
+
+    # ----------------------------------------------------------------- identity
+
+    def reference(self) -> str:
+        suffix = ""
+        if self.version is not None:
+            suffix = "@" + (self.version.version_id or self.version.stage or "")
+        return f"{NAME}:{self.secret_id}{suffix}"
+
+    def cache_key(self) -> str:
+        version = self.version or Version(stage=DEFAULT_STAGE)
+        return json.dumps(
+            {
+                "provider": NAME,
+                "region": self._effective_region()
+                or _env(self.env, "AWS_REGION", "AWS_DEFAULT_REGION"),
+                "endpoint": self._endpoint_override() or "",
+                "profile": self.profile or _env(self.env, "AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
+                "secret": self.secret_id,
+                "stage": version.stage or "",
+                "version_id": version.version_id or "",
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    def _arn_region(self) -> str | None:
+        match = _ARN.fullmatch(self.secret_id)
+        return match.group(1) if match else None
+
+    def _effective_region(self) -> str | None:
+        """The region we pass to botocore (None: botocore's chain decides)."""
+        return self.region or self._arn_region()
+
+    def _endpoint_override(self) -> str | None:
+        if _env(self.env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").lower() == "true":
+            return None
+        return _env(self.env, "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL") or None
+
+    def _what(self) -> str:
+        version = self.version or Version(stage=DEFAULT_STAGE)
+        return f"secret {self.secret_id!r} ({version.describe()})"
+
+    # -------------------------------------------------------------------- fetch
+
+    def fetch(self, deadline: float) -> Fetched:
+        import boto3.session  # noqa: F401 - imported before the clock starts
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        budget = max(deadline - self.clock(), 0.0)
+        attempt = 0
+        session: BotocoreSession | None = None
+        max_attempts = DEFAULT_MAX_ATTEMPTS
+        while True:
+            remaining = deadline - self.clock()
+            if remaining < MIN_ATTEMPT_SECONDS:
+                self._timed_out(budget, attempt, None)
+            try:
+                if session is None:
+                    session = self._session()
+                    max_attempts = self._max_attempts(session)
+                attempt += 1
+                built = self.clock()
+                client = self._client(session, deadline)
+                if self.clock() - built > CLIENT_BUILD_SLACK:
+                    # the first client loads models and credentials into the session;
+                    # the next is built in milliseconds with timeouts that end on time
+                    client = self._client(session, deadline)
+                response = self._get(client)
+                if "SecretString" not in response and "SecretBinary" not in response:
+                    raise _IncompleteResponse
+            except (BotoCoreError, ClientError, ValueError, _IncompleteResponse) as exc:
+                error, retry = self._classify(exc, attempt)
+                cause = None if isinstance(exc, ClientError) else exc
+                if not retry or attempt >= max_attempts:
+                    raise error from cause
+                remaining = deadline - self.clock()
+                pause = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * self.jitter()
+                if pause + MIN_ATTEMPT_SECONDS > remaining:
+                    self._timed_out(budget, attempt, _code_of(exc) or type(exc).__name__)
+                self.sleep(pause)
+                continue
+            return self._fetched(response)
+
+    def _get(self, client: SecretsManagerClient) -> GetSecretValueResponseTypeDef:
+        version = self.version or Version(stage=DEFAULT_STAGE)
+        if version.version_id:
+            return client.get_secret_value(SecretId=self.secret_id, VersionId=version.version_id)
+        return client.get_secret_value(
+            SecretId=self.secret_id, VersionStage=version.stage or DEFAULT_STAGE
+        )
+
+    def _fetched(self, response: Mapping[str, object]) -> Fetched:
+        version_id = response.get("VersionId")
+        version = version_id if isinstance(version_id, str) else None
+        text = response.get("SecretString")
+        if isinstance(text, str):
+            return Fetched(Secret(text), version=version)
+        binary = response.get("SecretBinary")
+        if isinstance(binary, bytes):
+            return Fetched(Secret(binary), version=version)
+        raise InvalidSecret(f"AWS Secrets Manager returned no usable value for {self._what()}")
+
+    def _session(self) -> BotocoreSession:
+        import botocore.session
+
+        session = botocore.session.Session(profile=self.profile)
+        session.get_scoped_config()  # a missing profile or unreadable config fails here
+        return session
+
+    def _max_attempts(self, session: BotocoreSession) -> int:
+        """``AWS_MAX_ATTEMPTS`` / ``max_attempts`` from the profile: total attempts."""
+        try:
+            value = session.get_config_variable("max_attempts")
+        except ValueError:
+            value = 0
+        if value is None:
+            return DEFAULT_MAX_ATTEMPTS
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                "AWS max_attempts is not a positive integer",
+                hints=["fix AWS_MAX_ATTEMPTS or max_attempts in the AWS config file"],
+            )
+        return min(value, MAX_ATTEMPTS_CAP)
+
+    def _client(self, session: BotocoreSession, deadline: float) -> SecretsManagerClient:
+        """A fresh client whose timeouts end at the deadline (about 10 ms after the first)."""
+        import boto3.session
+        from botocore.config import Config
+
+        remaining = max(deadline - self.clock(), MIN_ATTEMPT_SECONDS)
+        config = Config(
+            connect_timeout=min(CONNECT_TIMEOUT_CAP, remaining),
+            read_timeout=remaining,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=1,
+            user_agent_extra=f"mlflow-secrets-helper/{__version__}",
+        )
+        boto = boto3.session.Session(botocore_session=session, region_name=self._effective_region())
+        return boto.client("secretsmanager", config=config)
+
+    # ------------------------------------------------------------------- errors
+
+    def _timed_out(self, budget: float, attempts: int, code: str | None) -> NoReturn:
+        last = f"; last error {code}" if code else ""
+        raise BackendUnavailable(
+            f"AWS Secrets Manager did not return {self._what()} within the "
+            f"{budget:.1f} s timeout ({attempts} attempt{'s' if attempts != 1 else ''}{last})",
+            hints=["raise --timeout / MLFLOW_SECRETS_TIMEOUT_SEC or check the network path"],
+        )
+
+    def _classify(self, exc: Exception, attempts: int) -> tuple[HelperError, bool]:
+        """Map an SDK exception to the helper's error and whether another attempt may help.
+
+        Branches on AWS's error code, never on the HTTP status alone (moto and AWS
+        disagree on statuses). AWS's message text is never copied into ours.
+        """
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConfigNotFound,
+            ConfigParseError,
+            ConnectTimeoutError,
+            CredentialRetrievalError,
+            HTTPClientError,
+            InvalidRegionError,
+            NoCredentialsError,
+            NoRegionError,
+            PartialCredentialsError,
+            ProfileNotFound,
+            ReadTimeoutError,
+            SSLError,
+            SSOError,
+            TokenRetrievalError,
+        )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        what = self._what()
+        tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if isinstance(exc, _IncompleteResponse):
+            return BackendUnavailable(
+                f"AWS Secrets Manager sent an incomplete answer for {what} {tried}"
+            ), True
+        if isinstance(exc, ClientError):
+            code = _code_of(exc) or "unknown"
+            status = _status_of(exc)
+            if code in _NOT_FOUND or (
+                code == "InvalidRequestException" and "delet" in _message_of(exc).lower()
+            ):
+                return NotFound(
+                    f"AWS Secrets Manager has no {what} ({code})",
+                    hints=["check the secret name or ARN, the version and the region"],
+                ), False
+            if code in _DENIED:
+                return BackendDenied(
+                    f"AWS Secrets Manager denied reading {what} ({code})",
+                    hints=_denied_hints(code),
+                ), False
+            if code in _TRANSIENT or status >= 500 or status == 429:
+                return BackendUnavailable(
+                    f"AWS Secrets Manager could not serve {what} ({code}) {tried}"
+                ), True
+            if code in _BAD_REQUEST:
+                return ConfigError(
+                    f"AWS Secrets Manager rejected the request for {what} ({code})",
+                    hints=["check the secret name or ARN and the version setting"],
+                ), False
+            return BackendDenied(f"AWS Secrets Manager refused reading {what} ({code})"), False
+        if isinstance(exc, NoRegionError):
+            return ConfigError(
+                f"no AWS region is configured for {what}",
+                hints=["set AWS_REGION, a region in the AWS profile, or use the secret's full ARN"],
+            ), False
+        if isinstance(exc, ProfileNotFound):
+            profile = self.profile or _env(self.env, "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+            return ConfigError(
+                f"the AWS profile {profile!r} does not exist",
+                hints=["check the profile setting, AWS_PROFILE and AWS_CONFIG_FILE"],
+            ), False
+        if isinstance(exc, ConfigParseError | ConfigNotFound):
+            return ConfigError(
+                f"the AWS config file cannot be read ({type(exc).__name__})",
+                hints=["check AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE"],
+            ), False
+        if isinstance(
+            exc,
+            NoCredentialsError
+            | PartialCredentialsError
+            | CredentialRetrievalError
+            | TokenRetrievalError
+            | SSOError,
+        ):
+            return BackendDenied(
+                f"no usable AWS credentials to read {what} ({type(exc).__name__})",
+                hints=[_CREDENTIAL_HINT],
+            ), False
+        if isinstance(exc, SSLError):
+            return BackendUnavailable(
+                f"TLS to AWS Secrets Manager failed reading {what} (SSLError)",
+                hints=["check AWS_CA_BUNDLE and the endpoint URL"],
+            ), False
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+            return BackendUnavailable(
+                f"AWS Secrets Manager timed out serving {what} ({type(exc).__name__}) {tried}"
+            ), True
+        if isinstance(exc, HTTPClientError | BotoConnectionError):
+            endpoint = self._endpoint_override()
+            where = f" at {_without_userinfo(endpoint)}" if endpoint else ""
+            return BackendUnavailable(
+                f"cannot reach AWS Secrets Manager{where} for {what} ({type(exc).__name__}) {tried}"
+            ), True
+        if isinstance(exc, InvalidRegionError):
+            return ConfigError(
+                f"invalid AWS region for {what}",
+                hints=["check the region setting, AWS_REGION and AWS_DEFAULT_REGION"],
+            ), False
+        if isinstance(exc, ValueError) and not isinstance(exc, BotoCoreError):
+            if "endpoint" not in str(exc).lower():
+                raise exc
+            return ConfigError(
+                f"invalid AWS endpoint URL for {what}",
+                hints=["check AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_SECRETS_MANAGER"],
+            ), False
+        return ConfigError(f"the AWS SDK could not read {what} ({type(exc).__name__})"), False
+
+
+class _IncompleteResponse(Exception):
+    """A 200 answer without SecretString or SecretBinary: a cut or garbled body."""
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rpartition("@")[2] if sep else url
+
+
+def _code_of(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping):
+            code = error.get("Code")
+            return str(code) if code else None
+    return None
+
+
+def _status_of(exc: Exception) -> int:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        meta = response.get("ResponseMetadata")
+        if isinstance(meta, Mapping):
+            status = meta.get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+    return 0
+
+
+def _message_of(exc: Exception) -> str:
+    """AWS's message text: used to classify, never shown."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping):
+            return str(error.get("Message") or "")
+    return ""
+
+
+def _denied_hints(code: str) -> list[str]:
+    if code.startswith("Expired") or code == "RequestExpired":
+        return ["the AWS session has expired: refresh it (for example `aws sso login`)"]
+    if code == "DecryptionFailure" or code.startswith("KMS"):
+        return ["the caller needs kms:Decrypt on the secret's KMS key"]
+    if code in {"AccessDeniedException", "AccessDenied", "NotAuthorized"}:
+        return ["the caller needs secretsmanager:GetSecretValue on this secret"]
+    return ["check the AWS credentials in use (aws sts get-caller-identity)"]
+
+
+def _env(env: Mapping[str, str], *names: str) -> str:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AwsSecretsManagerProvider:
+    """Build the provider from a route's settings. Imports no SDK."""
+    unknown = sorted(set(settings) - SETTINGS)
+    if unknown:
+        raise ConfigError(
+            f"unknown {NAME} setting {unknown[0]!r}",
+            hints=["known settings: " + ", ".join(sorted(SETTINGS))],
+        )
+    secret_id = settings.get("secret_name", "").strip()
+    if not secret_id:
+        raise ConfigError(
+            "MLFLOW_AWS_SECRET_NAME is not set",
+            hints=["set MLFLOW_AWS_SECRET_NAME (or secret_name in the route) to a name or ARN"],
+        )
+    if len(secret_id) > 2048 or not secret_id.isprintable() or any(c.isspace() for c in secret_id):
+        raise ConfigError(
+            "MLFLOW_AWS_SECRET_NAME is not a valid secret name or ARN",
+            hints=["names use letters, digits and /_+=.@-"],
+        )
+    version_text = settings.get("secret_version", "").strip()
+    region = settings.get("region", "").strip() or None
+    if region is not None and not re.fullmatch(r"[a-z0-9-]{1,64}", region):
+        raise ConfigError(f"invalid AWS region {region!r}")
+    return AwsSecretsManagerProvider(
+        secret_id=secret_id,
+        version=Version.parse(version_text) if version_text else None,
+        region=region,
+        profile=settings.get("profile", "").strip() or None,
+        env=env,
+    )

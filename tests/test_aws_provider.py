@@ -1,0 +1,525 @@
+"""AWS Secrets Manager provider against moto's server, with faults from the proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from mlflow_secrets_helper.errors import (
+    BackendDenied,
+    BackendUnavailable,
+    ConfigError,
+    HelperError,
+    NotFound,
+)
+from mlflow_secrets_helper.providers import Provider, create
+from mlflow_secrets_helper.providers.aws import (
+    AwsSecretsManagerProvider,
+    Version,
+    from_settings,
+)
+from mlflow_secrets_helper.secret import parse_secret
+from tests.support.contract import CANARY, ProviderContract, deadline
+from tests.support.faultproxy import (
+    AWS_GET_SECRET_VALUE,
+    FaultProxyFactory,
+    aws_error,
+    closed_port_url,
+    delay,
+    drop,
+    respond,
+    truncate,
+)
+from tests.support.moto_server import AwsBackend
+
+GSV = AWS_GET_SECRET_VALUE
+
+
+def unique_name() -> str:
+    return f"mlflow/{uuid.uuid4().hex[:12]}/token"
+
+
+def provider(**settings: str) -> AwsSecretsManagerProvider:
+    return from_settings(settings, os.environ)
+
+
+@pytest.fixture
+def sm(aws: AwsBackend, monkeypatch: pytest.MonkeyPatch) -> AwsBackend:
+    """moto, with this process's environment pointing boto3 at it."""
+    aws.setenv(monkeypatch)
+    return aws
+
+
+@pytest.fixture
+def secret(sm: AwsBackend) -> str:
+    name = unique_name()
+    sm.create(name, CANARY)
+    return name
+
+
+# ---------------------------------------------------------------------------- contract
+
+
+class TestAwsContract(ProviderContract):
+    sdk_module = "boto3"
+    provider_name = "aws-secrets-manager"
+
+    @pytest.fixture
+    def make_provider(self, sm: AwsBackend) -> Callable[..., Provider]:
+        def make(payload: str | bytes, **settings: str) -> Provider:
+            name = unique_name()
+            sm.create(name, payload)
+            return provider(secret_name=name, **settings)
+
+        return make
+
+    @pytest.fixture
+    def missing_provider(self, sm: AwsBackend) -> Provider:
+        return provider(secret_name="mlflow/does-not-exist")
+
+    @pytest.fixture
+    def denied_provider(self, sm: AwsBackend, secret: str) -> Provider:
+        sm.proxy.add(aws_error("AccessDeniedException"), header=GSV, times=None)
+        return provider(secret_name=secret)
+
+    @pytest.fixture
+    def unreachable_provider(self, sm: AwsBackend, monkeypatch: pytest.MonkeyPatch) -> Provider:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", closed_port_url())
+        return provider(secret_name="mlflow/anything")
+
+    @pytest.fixture
+    def rotate(self, sm: AwsBackend) -> Callable[[Provider, str], None]:
+        def rotate(p: Provider, payload: str) -> None:
+            assert isinstance(p, AwsSecretsManagerProvider)
+            sm.rotate(p.secret_id, payload)
+
+        return rotate
+
+
+# ------------------------------------------------------------------------- settings
+
+
+def test_registry_builds_the_provider() -> None:
+    built = create("aws-secrets-manager", {"secret_name": "a/b"}, {})
+    assert isinstance(built, AwsSecretsManagerProvider)
+    assert built.name == "aws-secrets-manager"
+    assert built.reference() == "aws-secrets-manager:a/b"
+
+
+def test_secret_name_is_required() -> None:
+    with pytest.raises(ConfigError, match="MLFLOW_AWS_SECRET_NAME is not set"):
+        from_settings({"region": "us-east-1"}, {})
+    with pytest.raises(ConfigError, match="MLFLOW_AWS_SECRET_NAME is not set"):
+        from_settings({"secret_name": "  "}, {})
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(ConfigError, match="'secret_path'"):
+        from_settings({"secret_name": "a", "secret_path": "x"}, {})
+
+
+@pytest.mark.parametrize("bad", ["a b", "a\nb", "x" * 3000])
+def test_invalid_secret_name(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        from_settings({"secret_name": bad}, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "stage", "version_id"),
+    [
+        ("AWSCURRENT", "AWSCURRENT", None),
+        ("AWSPREVIOUS", "AWSPREVIOUS", None),
+        ("AWSPENDING", "AWSPENDING", None),
+        ("BLUE", "BLUE", None),
+        ("green", "green", None),
+        (
+            "3e5a6c1f-1b2d-4c3e-9f00-0123456789ab",
+            None,
+            "3e5a6c1f-1b2d-4c3e-9f00-0123456789ab",
+        ),
+        ("id:EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE", None, "EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE"),
+        (
+            "stage:3e5a6c1f-1b2d-4c3e-9f00-0123456789ab",
+            "3e5a6c1f-1b2d-4c3e-9f00-0123456789ab",
+            None,
+        ),
+    ],
+)
+def test_version_is_decided_by_shape(text: str, stage: str | None, version_id: str | None) -> None:
+    assert Version.parse(text) == Version(stage=stage, version_id=version_id)
+
+
+@pytest.mark.parametrize("bad", ["id:", "stage:", "two words", "x" * 300])
+def test_invalid_version(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        from_settings({"secret_name": "a", "secret_version": bad}, {})
+
+
+def test_reference_names_secret_and_version() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow/prod-AbCdEf"
+    p = from_settings({"secret_name": arn, "secret_version": "AWSPREVIOUS"}, {})
+    assert p.reference() == f"aws-secrets-manager:{arn}@AWSPREVIOUS"
+
+
+def test_cache_key_covers_region_endpoint_profile_secret_version() -> None:
+    base_env = {"AWS_REGION": "us-east-1"}
+    base = from_settings({"secret_name": "s"}, base_env).cache_key()
+    variants = [
+        from_settings({"secret_name": "s"}, {"AWS_REGION": "eu-west-1"}),
+        from_settings({"secret_name": "s", "region": "eu-west-1"}, base_env),
+        from_settings({"secret_name": "s"}, {**base_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}),
+        from_settings({"secret_name": "s", "profile": "other"}, base_env),
+        from_settings({"secret_name": "s"}, {**base_env, "AWS_PROFILE": "other"}),
+        from_settings({"secret_name": "t"}, base_env),
+        from_settings({"secret_name": "s", "secret_version": "AWSPREVIOUS"}, base_env),
+    ]
+    keys = [v.cache_key() for v in variants]
+    assert base not in keys
+    assert keys[0] == keys[1]  # the same region, from the environment or the route
+    assert keys[3] == keys[4]  # the same profile, from the environment or the route
+    assert len(set(keys)) == len(variants) - 2
+    # the default version is AWSCURRENT, spelled or not
+    explicit = from_settings({"secret_name": "s", "secret_version": "AWSCURRENT"}, base_env)
+    assert explicit.cache_key() == base
+
+
+def test_cache_key_region_falls_back_to_the_arn() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-AbCdEf"
+    key = json.loads(from_settings({"secret_name": arn}, {"AWS_REGION": "us-east-1"}).cache_key())
+    assert key["region"] == "eu-west-1"
+    key = json.loads(from_settings({"secret_name": arn, "region": "ap-south-1"}, {}).cache_key())
+    assert key["region"] == "ap-south-1"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_lookup_by_arn(sm: AwsBackend) -> None:
+    name = unique_name()
+    arn = sm.create(name, CANARY)
+    fetched = provider(secret_name=arn).fetch(deadline())
+    assert fetched.value.expose() == CANARY
+    assert fetched.version == sm.version_id(name)
+
+
+def test_arn_region_wins_over_environment_region(
+    sm: AwsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = sm.create(unique_name(), CANARY)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert provider(secret_name=arn).fetch(deadline()).value.expose() == CANARY
+    with pytest.raises(NotFound):  # moto keeps secrets per region, like AWS
+        provider(secret_name=arn, region="eu-west-1").fetch(deadline())
+
+
+def test_previous_stage_after_rotation(sm: AwsBackend) -> None:
+    name = unique_name()
+    sm.create(name, "first-value")
+    first_id = sm.version_id(name)
+    second_id = sm.rotate(name, "second-value")
+    current = provider(secret_name=name).fetch(deadline())
+    previous = provider(secret_name=name, secret_version="AWSPREVIOUS").fetch(deadline())
+    assert (current.value.expose(), current.version) == ("second-value", second_id)
+    assert (previous.value.expose(), previous.version) == ("first-value", first_id)
+
+
+def test_pending_stage(sm: AwsBackend) -> None:
+    name = unique_name()
+    sm.create(name, "live")
+    sm.client.put_secret_value(SecretId=name, SecretString="next", VersionStages=["AWSPENDING"])
+    assert provider(secret_name=name).fetch(deadline()).value.expose() == "live"
+    pending = provider(secret_name=name, secret_version="AWSPENDING").fetch(deadline())
+    assert pending.value.expose() == "next"
+
+
+def test_version_id(sm: AwsBackend) -> None:
+    name = unique_name()
+    sm.create(name, "first-value")
+    first_id = sm.version_id(name)
+    sm.rotate(name, "second-value")
+    fetched = provider(secret_name=name, secret_version=first_id).fetch(deadline())
+    assert (fetched.value.expose(), fetched.version) == ("first-value", first_id)
+    explicit = provider(secret_name=name, secret_version=f"id:{first_id}").fetch(deadline())
+    assert explicit.value.expose() == "first-value"
+
+
+def test_unknown_version_id_is_not_found(secret: str) -> None:
+    with pytest.raises(NotFound, match="ResourceNotFoundException"):
+        provider(secret_name=secret, secret_version=str(uuid.uuid4())).fetch(deadline())
+
+
+def test_secret_binary(sm: AwsBackend) -> None:
+    name = unique_name()
+    sm.create(name, b'{"username": "alice", "password": "s3cret"}')
+    fetched = provider(secret_name=name).fetch(deadline())
+    assert isinstance(fetched.value.expose(), bytes)
+    credential = parse_secret(fetched.value)
+    assert credential.mode == "basic"
+    assert credential.password is not None and credential.password.expose() == "s3cret"
+
+
+def test_deleted_secret_is_not_found(sm: AwsBackend, secret: str) -> None:
+    sm.delete(secret)
+    with pytest.raises(NotFound) as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert "InvalidRequestException" in info.value.message
+    assert secret in info.value.message
+
+
+def test_always_asks_for_awscurrent(sm: AwsBackend, secret: str) -> None:
+    """moto's default version lags behind a stage move; asking for AWSCURRENT avoids it."""
+    new_id = sm.rotate(secret, "second-value")
+    old_id = sm.version_id(secret, "AWSPREVIOUS")
+    # move AWSCURRENT back by hand: moto's unlabelled read now disagrees with the label
+    sm.client.update_secret_version_stage(
+        SecretId=secret,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=old_id,
+        RemoveFromVersionId=new_id,
+    )
+    fetched = provider(secret_name=secret).fetch(deadline())
+    assert fetched.version == old_id
+    assert fetched.value.expose() == CANARY
+
+
+def test_works_in_a_subprocess_and_is_counted(aws: AwsBackend, helper_env: dict[str, str]) -> None:
+    """The endpoint comes from the environment; requests from other processes are counted."""
+    name = unique_name()
+    aws.create(name, CANARY)
+    code = (
+        "import os, time\n"
+        "from mlflow_secrets_helper.providers.aws import from_settings\n"
+        "p = from_settings({'secret_name': os.environ['SECRET']}, os.environ)\n"
+        "f = p.fetch(time.monotonic() + 10)\n"
+        "print(f.version)\n"
+    )
+    env = {**helper_env, **aws.env(SECRET=name)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == aws.version_id(name)
+    assert CANARY not in proc.stdout + proc.stderr
+    assert aws.get_secret_value_count() == 1
+
+
+# -------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "DecryptionFailure",
+        "SomethingNewException",
+    ],
+)
+def test_denials_are_not_retried(sm: AwsBackend, secret: str, code: str) -> None:
+    sm.proxy.add(aws_error(code, message=f"leaky {CANARY}"), header=GSV, times=None)
+    with pytest.raises(BackendDenied) as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert code in info.value.message and secret in info.value.message
+    assert CANARY not in info.value.message and "leaky" not in info.value.message
+    assert info.value.__cause__ is None
+    assert sm.get_secret_value_count() == 1
+
+
+@pytest.mark.parametrize("code", ["InvalidParameterException", "ValidationException"])
+def test_bad_requests_are_configuration_errors(sm: AwsBackend, secret: str, code: str) -> None:
+    sm.proxy.add(aws_error(code), header=GSV, times=None)
+    with pytest.raises(ConfigError, match=code):
+        provider(secret_name=secret).fetch(deadline())
+    assert sm.get_secret_value_count() == 1
+
+
+def test_not_found_is_decided_by_code_not_status(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(aws_error("ResourceNotFoundException", 400), header=GSV)
+    with pytest.raises(NotFound):
+        provider(secret_name=secret).fetch(deadline())
+
+
+def test_throttling_then_success(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(aws_error("ThrottlingException"), header=GSV, times=2)
+    fetched = provider(secret_name=secret).fetch(deadline())
+    assert fetched.value.expose() == CANARY
+    assert sm.get_secret_value_count() == 3
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        aws_error("InternalServiceError", 500),
+        aws_error("ServiceUnavailable", 503),
+        respond(502, "<html>bad gateway</html>", {"Content-Type": "text/html"}),
+    ],
+    ids=["InternalServiceError", "ServiceUnavailable", "html-502"],
+)
+def test_server_errors_retry_then_give_up(sm: AwsBackend, secret: str, fault: object) -> None:
+    sm.proxy.add(fault, header=GSV, times=None)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable) as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert info.value.retryable and secret in info.value.message
+    assert sm.get_secret_value_count() == 3  # the default attempt limit
+
+
+def test_one_5xx_is_retried(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(aws_error("InternalServiceError", 500), header=GSV)
+    assert provider(secret_name=secret).fetch(deadline()).value.expose() == CANARY
+    assert sm.get_secret_value_count() == 2
+
+
+def test_aws_max_attempts_is_honoured(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    sm.proxy.add(aws_error("ThrottlingException"), header=GSV, times=None)
+    with pytest.raises(BackendUnavailable, match="ThrottlingException"):
+        provider(secret_name=secret).fetch(deadline())
+    assert sm.get_secret_value_count() == 1
+
+
+def test_invalid_aws_max_attempts(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
+    with pytest.raises(ConfigError, match="max_attempts"):
+        provider(secret_name=secret).fetch(deadline())
+
+
+def test_slow_answer_within_the_deadline_succeeds(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(delay(0.6), header=GSV)
+    assert provider(secret_name=secret).fetch(deadline(5)).value.expose() == CANARY
+    assert sm.get_secret_value_count() == 1
+
+
+def test_read_timeout_stops_at_the_deadline(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(delay(3.0), header=GSV, times=None)
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable) as info:
+        provider(secret_name=secret).fetch(deadline(0.8))
+    assert time.monotonic() - start < 2.5
+    assert "timeout" in info.value.message and "ReadTimeoutError" in info.value.message
+    assert sm.get_secret_value_count() == 1
+
+
+def test_dropped_connection_is_retried(sm: AwsBackend, secret: str) -> None:
+    sm.proxy.add(drop(), header=GSV)
+    assert provider(secret_name=secret).fetch(deadline()).value.expose() == CANARY
+    assert sm.get_secret_value_count() == 2
+
+
+@pytest.mark.parametrize(
+    "fault", [drop(), drop(reset=True), truncate()], ids=["drop", "reset", "truncate"]
+)
+def test_broken_connections_are_unavailable(sm: AwsBackend, secret: str, fault: object) -> None:
+    sm.proxy.add(fault, header=GSV, times=None)  # type: ignore[arg-type]
+    with pytest.raises(BackendUnavailable) as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert secret in info.value.message
+    assert sm.get_secret_value_count() == 3
+
+
+def test_deadline_bounds_the_retries(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "10")
+    sm.proxy.add(delay(0.3, then=aws_error("ThrottlingException")), header=GSV, times=None)
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable) as info:
+        provider(secret_name=secret).fetch(deadline(1.0))
+    assert time.monotonic() - start < 3.0
+    attempts = sm.get_secret_value_count()
+    assert 1 <= attempts < 10
+    assert "timeout" in info.value.message
+
+
+def test_expired_deadline_sends_nothing(sm: AwsBackend, secret: str) -> None:
+    with pytest.raises(BackendUnavailable, match="timeout"):
+        provider(secret_name=secret).fetch(time.monotonic() - 1)
+    assert sm.get_secret_value_count() == 0
+
+
+def test_backoff_and_timeouts_use_the_injected_clock(sm: AwsBackend, secret: str) -> None:
+    """No sleep may run past the deadline: a pause longer than what is left ends the call."""
+    sm.proxy.add(aws_error("ThrottlingException"), header=GSV, times=None)
+    sleeps: list[float] = []
+    p = AwsSecretsManagerProvider(
+        secret_id=secret, env=os.environ, sleep=sleeps.append, jitter=lambda: 1.0
+    )
+    with pytest.raises(BackendUnavailable):
+        p.fetch(deadline())
+    assert sleeps == [0.25, 0.5]  # full-jitter backoff at its ceiling, then the limit of 3
+
+
+def test_no_credentials_is_denied_with_a_hint(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(BackendDenied, match="NoCredentialsError") as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert any("AWS_ACCESS_KEY_ID" in hint for hint in info.value.hints)
+    assert sm.get_secret_value_count() == 0
+
+
+def test_no_region_is_a_configuration_error(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(ConfigError, match="region") as info:
+        provider(secret_name=secret).fetch(deadline())
+    assert info.value.hints
+
+
+def test_missing_profile_is_a_configuration_error(sm: AwsBackend, secret: str) -> None:
+    with pytest.raises(ConfigError, match="'nope'"):
+        provider(secret_name=secret, profile="nope").fetch(deadline())
+
+
+def test_invalid_endpoint_is_a_configuration_error(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "not a url")
+    with pytest.raises(ConfigError, match="endpoint"):
+        provider(secret_name=secret).fetch(deadline())
+
+
+def test_fault_proxy_fixture_in_front_of_moto(
+    aws: AwsBackend,
+    fault_proxy: FaultProxyFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    secret: str,
+) -> None:
+    outer = fault_proxy(aws.endpoint)
+    outer.add(aws_error("ThrottlingException"), header=GSV)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", outer.url)
+    assert provider(secret_name=secret).fetch(deadline()).value.expose() == CANARY
+    assert outer.count(header=GSV) == 2
+    assert aws.get_secret_value_count() == 1  # the throttled attempt never reached moto
+    assert [r.action for r in outer.requests] == ["respond 400", "forward"]
+
+
+def test_errors_never_carry_the_value(sm: AwsBackend, secret: str) -> None:
+    errors: list[HelperError] = []
+    for fault in (aws_error("AccessDeniedException"), aws_error("InternalServiceError", 500)):
+        sm.proxy.clear()
+        sm.proxy.add(fault, header=GSV, times=None)
+        try:
+            provider(secret_name=secret).fetch(deadline())
+        except HelperError as exc:
+            errors.append(exc)
+    assert len(errors) == 2
+    for error in errors:
+        assert CANARY not in str(error) and CANARY not in repr(error)
