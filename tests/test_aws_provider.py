@@ -523,3 +523,17 @@ def test_errors_never_carry_the_value(sm: AwsBackend, secret: str) -> None:
     assert len(errors) == 2
     for error in errors:
         assert CANARY not in str(error) and CANARY not in repr(error)
+
+
+def test_building_and_naming_load_no_sdk() -> None:
+    """A cache hit builds the provider and asks for its key: neither may load boto3."""
+    code = (
+        "import sys\n"
+        "from mlflow_secrets_helper.providers import create\n"
+        "p = create('aws-secrets-manager', {'secret_name': 'a', 'secret_version': 'AWSPREVIOUS'},"
+        " {'AWS_REGION': 'us-east-1'})\n"
+        "p.reference(); p.cache_key(); repr(p)\n"
+        "loaded = [m for m in ('boto3', 'botocore') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
