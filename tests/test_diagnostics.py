@@ -238,6 +238,23 @@ def test_info_with_a_broken_allowlist_reports_and_exits_5(
     assert report["configuration"] is None
 
 
+def test_info_reports_route_settings_its_provider_rejects(
+    env: dict[str, str], run_helper: RunHelper
+) -> None:
+    vault_without_address = {
+        **env,
+        "MLFLOW_SECRETS_AUTH_ENABLE": "vault,aws-secrets-manager",
+        "MLFLOW_VAULT_SECRET_PATH": "secret/mlflow",
+    }
+    result = run_helper(["info"], b"", vault_without_address)
+    assert result.returncode == 5, result
+    assert re.search(
+        r"^error: config: route 1 \(vault\): VAULT_ADDR is not set", result.stdout, re.M
+    )
+    assert "secret: unavailable (see error)" in result.stdout
+    assert f"secret: aws-secrets-manager:{SECRET_NAME}" in result.stdout
+
+
 @pytest.mark.parametrize(
     "args", [["info", "extra"], ["doctor", "now"], ["--dry-run", "https://h", "info"]]
 )
