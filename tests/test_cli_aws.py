@@ -108,11 +108,12 @@ def test_token_format_refuses_basic(
 def test_json_format(env: dict[str, str], run_helper: RunHelper) -> None:
     before = time.time()
     first = get_json(run_helper, env)
+    after = time.time()
     assert first["header"] == {"name": "Authorization", "value": f"Bearer {TOKEN}"}
     assert first["source"] == "backend"
     assert first["credential_id"].startswith("c1:")
     assert TOKEN not in first["credential_id"]
-    assert int(before) <= first["refresh_after"] <= first["expires_at"] <= before + 301
+    assert int(before) <= first["refresh_after"] <= first["expires_at"] <= after + 300
     second = get_json(run_helper, env)
     assert second["source"] == "cache"
     assert second["credential_id"] == first["credential_id"]
@@ -151,6 +152,15 @@ def test_git_format_bearer_needs_authtype(env: dict[str, str], run_helper: RunHe
         "ephemeral=1",
     ]
     assert lines[4].startswith("password_expiry_utc=")
+
+
+def test_git_program_is_silent_about_other_protocols(
+    env: dict[str, str], run_helper: RunHelper
+) -> None:
+    result = run_helper(["get"], "protocol=cert\npath=/etc/client.p12\n\n", env, program=GIT_HELPER)
+    assert (result.stdout, result.stderr) == ("", "")
+    plain = run_helper(["get"], "protocol=cert\npath=/etc/client.p12\n\n", env)
+    assert plain.returncode == 2 and "unsupported scheme" in plain.stderr
 
 
 def test_git_program_ignores_unknown_actions(env: dict[str, str], run_helper: RunHelper) -> None:

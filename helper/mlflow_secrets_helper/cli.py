@@ -18,7 +18,12 @@ from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import Cache
 from mlflow_secrets_helper.config import Config
-from mlflow_secrets_helper.errors import HelperError, HostNotConfigured, InvalidInput
+from mlflow_secrets_helper.errors import (
+    HelperError,
+    HostNotConfigured,
+    InvalidInput,
+    UnsupportedScheme,
+)
 from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.secret import Secret
 from mlflow_secrets_helper.target import Request, parse_request, read_request
@@ -109,6 +114,8 @@ def run(
             return status
         output = dispatch(invocation, stdin, env, report)
     except HelperError as exc:
+        if fmt == "git" and isinstance(exc, UnsupportedScheme):
+            return exc.exit_code  # git asks every helper about every protocol: not ours
         report.error(exc)
         output = failure_output(fmt, exc)
         if output:

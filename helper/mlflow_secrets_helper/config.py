@@ -196,13 +196,16 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     elif "allowed_hosts" in document:
         patterns = document["allowed_hosts"]
         if isinstance(patterns, list):
-            patterns = ",".join(str(p) for p in patterns)
-        if not isinstance(patterns, str):
+            patterns = [str(p) for p in patterns]
+        elif not isinstance(patterns, str):
             raise ConfigError(f"{path}: allowed_hosts must be a list of host patterns")
-        policy = HostPolicy.from_spec(patterns)
+        policy = HostPolicy.from_spec(patterns, source=f"{path}: allowed_hosts")
     elif routes and all(route.hosts is not None for route in routes):
         # The file's routes name every host we serve: they are the allowlist.
-        policy = HostPolicy.from_spec(",".join(_route_host_texts(document)))
+        policy = HostPolicy.from_spec(
+            [str(pattern) for route in routes for pattern in route.hosts or ()],
+            source=f"{path}: the hosts of its routes",
+        )
     else:
         policy = HostPolicy.from_spec(None)
 
@@ -341,14 +344,6 @@ def _file_routes(
             )
         )
     return routes
-
-
-def _route_host_texts(document: Mapping[str, Any]) -> list[str]:
-    texts = []
-    for raw in document.get("routes", []):
-        hosts = raw["hosts"]
-        texts.extend([hosts] if isinstance(hosts, str) else [str(h) for h in hosts])
-    return texts
 
 
 def _auth_mode(value: object, where: str) -> AuthMode | None:

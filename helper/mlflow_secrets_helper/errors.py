@@ -35,6 +35,10 @@ class InvalidInput(HelperError):
     exit_code = 2
 
 
+class UnsupportedScheme(InvalidInput):
+    """The target's scheme is neither https nor http (exit 2; silent in git mode)."""
+
+
 class HostRefused(HelperError):
     """The host policy refuses this target (exit 1)."""
 

@@ -33,6 +33,7 @@ class Secret(Generic[T]):
     """A value that never prints itself."""
 
     __slots__ = ("_value",)
+    _value: T
 
     def __init__(self, value: T) -> None:
         self._value = value
@@ -49,18 +50,17 @@ class Secret(Generic[T]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        mine, theirs = self._value, other._value
-        if isinstance(mine, str):
-            mine = mine.encode()
-        if isinstance(theirs, str):
-            theirs = theirs.encode()
-        return hmac.compare_digest(mine, theirs)
+        return hmac.compare_digest(_as_bytes(self._value), _as_bytes(other._value))
 
     def __hash__(self) -> int:
         raise TypeError("Secret is not hashable")
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("Secret cannot be pickled")
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import BinaryIO, Literal
 
-from mlflow_secrets_helper.errors import InvalidInput
+from mlflow_secrets_helper.errors import InvalidInput, UnsupportedScheme
 
 MAX_LINE_BYTES = 64 * 1024
 MAX_INPUT_BYTES = 1024 * 1024
@@ -330,6 +330,8 @@ def _parse_git(lines: list[str]) -> Request:
                     f"host={quote(host)} disagrees with the url's host {quote(target.authority())}"
                 )
     else:
+        if protocol is not None:
+            parse_scheme(protocol)  # an unsupported protocol is reported as such, first
         if protocol is None or host is None:
             missing = "protocol" if protocol is None else "host"
             raise InvalidInput(
@@ -350,7 +352,7 @@ def parse_scheme(text: str) -> str:
         return scheme
     if not text:
         raise InvalidInput("empty protocol")
-    raise InvalidInput(
+    raise UnsupportedScheme(
         f"unsupported scheme {quote(text)}",
         hints=["only https (or http to a local server) is supported"],
     )
