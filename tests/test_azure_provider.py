@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -135,6 +138,18 @@ def test_version_latest_means_no_version() -> None:
     assert pinned.cache_key() != provider.cache_key()
 
 
+def test_building_and_naming_a_provider_loads_no_azure_module() -> None:
+    code = (
+        "import sys\n"
+        "from mlflow_secrets_helper.providers import create\n"
+        "p = create('azure-key-vault', {'vault_url': 'kv1', 'secret_name': 's'}, {})\n"
+        "p.cache_key(); p.reference(); repr(p)\n"
+        "loaded = [m for m in sys.modules if m == 'azure' or m.startswith(('azure.', 'msal'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_registry_builds_it() -> None:
     provider = create("azure-key-vault", {"vault_url": "kv1", "secret_name": "s"}, {})
     assert provider.name == "azure-key-vault"
@@ -243,6 +258,21 @@ def test_token_endpoint_refusal_is_denied(cloud: AzureCloud) -> None:
     with pytest.raises(BackendDenied, match="no Azure credential"):
         provider_for(cloud, "s").fetch(deadline())
     assert not [r for r in cloud.kv.requests if r["authorized"]]
+
+
+def test_unreachable_token_endpoint_is_unavailable(
+    cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection failure while signing in is transient (exit 4, stale grace applies),
+    not a denial."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port}/msi/token")
+    cloud.kv.set_secret("s", "v")
+    with pytest.raises(BackendUnavailable, match="Azure token"):
+        provider_for(cloud, "s").fetch(deadline(9))
 
 
 def test_token_for_another_tenant_is_rejected_by_the_vault(cloud: AzureCloud) -> None:
