@@ -127,6 +127,24 @@ def test_tls_with_vault_cacert(
     assert (result.returncode, result.stdout) == (0, f"Authorization: Bearer {TOKEN}\n"), result
 
 
+def test_skip_verify_is_loopback_only_and_warns(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str]
+) -> None:
+    vault_ns.write("mlflow/auth", {"token": TOKEN})
+    env = {
+        **vault_env,
+        "VAULT_TOKEN": reader(vault_ns),
+        "VAULT_ADDR": vault_ns.bao.https_url,
+        "VAULT_SKIP_VERIFY": "true",
+    }
+    result = run_helper(["get"], STDIN, env)
+    assert (result.returncode, result.stdout) == (0, f"Authorization: Bearer {TOKEN}\n"), result
+    warnings = [line for line in result.stderr.splitlines() if "VAULT_SKIP_VERIFY" in line]
+    assert len(warnings) == 1, result.stderr
+    remote = {**env, "VAULT_ADDR": "https://vault.example.com:8200"}
+    assert_error(run_helper(["get"], STDIN, remote), 5, "VAULT_SKIP_VERIFY", "VAULT_CACERT")
+
+
 def test_http_address_that_is_not_loopback_is_refused(
     run_helper: RunHelper, vault_env: dict[str, str]
 ) -> None:

