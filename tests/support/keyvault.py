@@ -106,7 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.request = self.server.tls.wrap_socket(
                 self.request, server_side=True, do_handshake_on_connect=False
             )
-            self.request.do_handshake()
+            try:
+                self.request.do_handshake()
+            except OSError:
+                self.request.close()
+                raise
         super().setup()
 
     def finish(self) -> None:
@@ -649,8 +653,10 @@ class _KeyVaultHandler(_Handler):
         items = [self._bundle(name, v, with_value=False) for v in versions[start : start + page]]
         next_link = None
         if start + page < len(versions):
+            base = self._base()
+            authority = base if ":" in base[len("https://") :] else f"{base}:443"  # as the service
             next_link = (
-                f"{self._base()}:443/secrets/{name}/versions?api-version={query['api-version']}"
+                f"{authority}/secrets/{name}/versions?api-version={query['api-version']}"
                 f"&$skiptoken={start + page}&maxresults={page}"
             )
         self.send_json(200, {"value": items, "nextLink": next_link})
