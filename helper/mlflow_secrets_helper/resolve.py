@@ -197,8 +197,8 @@ class Resolver:
                 return self._fetch(candidate, deadline)
             except NotFound as exc:
                 not_found = not_found or exc
-            except BackendUnavailable:
-                stale = self._stale(candidate) if allow_stale else None
+            except BackendUnavailable as exc:
+                stale = self._stale(candidate, exc) if allow_stale else None
                 if stale is None:
                     raise
                 return stale
@@ -217,7 +217,7 @@ class Resolver:
         )
         return self._answer(candidate, entry, "backend")
 
-    def _stale(self, candidate: _Candidate) -> Answer | None:
+    def _stale(self, candidate: _Candidate, failure: BackendUnavailable) -> Answer | None:
         grace = self._config.stale_grace_sec
         entry = self._cache.get(candidate.identity)
         now = self._clock()
@@ -226,8 +226,8 @@ class Resolver:
         if entry.backend_expires_at is not None and now >= entry.backend_expires_at:
             return None
         self._warn(
-            f"{candidate.provider.reference()} is unavailable; serving the cached credential "
-            f"that expired {int(now - entry.expires_at)}s ago (stale grace {grace:g}s)"
+            f"serving the cached credential that expired {int(now - entry.expires_at)}s ago "
+            f"(stale grace {grace:g}s) because {failure.message}"
         )
         # A stale answer is good until the grace ends; callers should ask again soon.
         usable_until = entry.expires_at + grace
