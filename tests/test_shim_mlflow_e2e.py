@@ -142,6 +142,7 @@ def test_tracking_and_artifacts_through_the_shim(basic: tuple[Shim, str], tmp_pa
     payload = tmp_path / "payload.bin"
     payload.write_bytes(bytes(range(256)) * 4096)
     client.log_artifact(run_id, str(payload))
+    (tmp_path / "dl").mkdir()  # MLflow 2.20 wants the destination to exist
     back = Path(client.download_artifacts(run_id, "payload.bin", str(tmp_path / "dl")))
     assert back.read_bytes() == payload.read_bytes()
     assert client.get_run(run_id).data.params == {"alpha": "0.5"}
