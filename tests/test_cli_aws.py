@@ -335,6 +335,12 @@ def test_binary_secret(aws: AwsBackend, env: dict[str, str], run_helper: RunHelp
     assert run_helper(["get"], HOST, env).stdout == "Authorization: Bearer bin-token\n"
 
 
+def test_region_from_aws_region_alone(env: dict[str, str], run_helper: RunHelper) -> None:
+    env.pop("AWS_DEFAULT_REGION")
+    env["AWS_REGION"] = "us-east-1"
+    assert run_helper(["get"], HOST, env).stdout == f"Authorization: Bearer {TOKEN}\n"
+
+
 def test_version_stage(aws: AwsBackend, env: dict[str, str], run_helper: RunHelper) -> None:
     aws.rotate("mlflow/prod", "new-token")
     assert run_helper(["get"], HOST, env).stdout == "Authorization: Bearer new-token\n"

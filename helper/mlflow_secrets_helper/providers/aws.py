@@ -201,8 +201,7 @@ class AwsSecretsManagerProvider:
         return json.dumps(
             {
                 "provider": NAME,
-                "region": self._effective_region()
-                or _env(self.env, "AWS_REGION", "AWS_DEFAULT_REGION"),
+                "region": self._effective_region() or _env(self.env, "AWS_DEFAULT_REGION"),
                 "endpoint": self._endpoint_override() or "",
                 "profile": self.profile or _env(self.env, "AWS_PROFILE", "AWS_DEFAULT_PROFILE"),
                 "secret": self.secret_id,
@@ -218,8 +217,11 @@ class AwsSecretsManagerProvider:
         return match.group(1) if match else None
 
     def _effective_region(self) -> str | None:
-        """The region we pass to botocore (None: botocore's chain decides)."""
-        return self.region or self._arn_region()
+        """The region we pass to botocore (None: botocore's chain decides).
+
+        ``AWS_REGION`` is the variable the AWS SDKs document, but botocore itself
+        reads only ``AWS_DEFAULT_REGION``, so it is passed explicitly."""
+        return self.region or self._arn_region() or _env(self.env, "AWS_REGION") or None
 
     def _endpoint_override(self) -> str | None:
         if _env(self.env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").lower() == "true":
