@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def _environment(tmpdir: Path) -> dict[str, str]:
     return env
 
 
-def _leftovers(tmpdir: Path) -> list[str]:
-    """Processes whose environment carries the demo's TMPDIR (its descendants)."""
+def _descendants(tmpdir: Path) -> dict[int, str]:
+    """pid -> command line of every process whose TMPDIR lies under ``tmpdir``: the demo
+    and everything it started (it gives its children a temporary directory inside)."""
     marker = f"TMPDIR={tmpdir}".encode()
-    found = []
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -47,9 +49,36 @@ def _leftovers(tmpdir: Path) -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if marker in environ:
-            found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:200]}")
+        if any(item == marker or item.startswith(marker + b"/") for item in environ):
+            found[int(entry.name)] = cmdline.decode(errors="replace")
     return found
+
+
+def _leftovers(tmpdir: Path) -> list[str]:
+    return [f"{pid}: {argv[:200]}" for pid, argv in _descendants(tmpdir).items()]
+
+
+class ArgvWatch:
+    """Samples the command lines of the demo's processes while it runs."""
+
+    def __init__(self, tmpdir: Path) -> None:
+        self.tmpdir = tmpdir
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.update(_descendants(self.tmpdir).values())
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> ArgvWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def _wait_gone(tmpdir: Path, seconds: float = 10.0) -> list[str]:
@@ -84,16 +113,17 @@ def test_demo_runs_rotates_and_cleans_up(tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     record = tmp_path / "secrets.json"
-    result = subprocess.run(
-        [sys.executable, str(RUN), "--record-secrets", str(record)],
-        cwd=ROOT,
-        env=_environment(tmpdir),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=360,
-        check=False,
-    )
+    with ArgvWatch(tmpdir) as watch:
+        result = subprocess.run(
+            [sys.executable, str(RUN), "--record-secrets", str(record)],
+            cwd=ROOT,
+            env=_environment(tmpdir),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=360,
+            check=False,
+        )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "halfway: rotating the password" in output
@@ -106,6 +136,12 @@ def test_demo_runs_rotates_and_cleans_up(tmp_path: Path) -> None:
     _assert_no_secret(output, record)
     known = json.loads(record.read_text())
     assert {"password_1", "password_2"} <= known.keys()
+    # the watch saw the servers and the job, and no secret on any command line
+    assert any("--app-name basic-auth" in argv for argv in watch.seen), watch.seen
+    assert any(" server -dev " in argv for argv in watch.seen), watch.seen
+    assert any("train.py" in argv for argv in watch.seen), watch.seen
+    for name, value in known.items():
+        assert not [argv for argv in watch.seen if value in argv], f"{name} on a command line"
     assert _wait_gone(tmpdir) == []
     assert list(tmpdir.iterdir()) == [], "the demo left temporary files behind"
 
