@@ -347,6 +347,20 @@ def test_genuine_401_is_not_retried_in_a_loop(
     assert len(fake.calls("erase")) == 1
 
 
+def test_a_helper_failure_during_the_401_refresh_raises_and_sends_nothing_more(
+    fake: FakeHelper, server: LoopbackServer, make_auth: MakeAuth, session: requests.Session
+) -> None:
+    protect(server, fake, "Authorization", SECRET)
+    auth = make_auth()
+    session.get(f"{server.url}/protected", auth=auth)
+    rotate(server, fake)
+    fake.set(mode="unavailable")
+    with pytest.raises(HelperError, match="backend-unavailable"):
+        session.get(f"{server.url}/protected", auth=auth)
+    assert len(server.seen) == 2  # the warm-up and the rejected request, no re-send
+    assert len(fake.calls("erase")) == 1
+
+
 def test_header_name_change_on_rotation_drops_the_old_header(
     fake: FakeHelper, server: LoopbackServer, make_auth: MakeAuth, session: requests.Session
 ) -> None:
@@ -456,6 +470,31 @@ def test_cross_origin_redirect_never_carries_our_header(
     assert "for-localhost" not in str(landed[0].headers)
     if status in (307, 308):
         assert landed[0].body == b"body-bytes"
+
+
+def test_cross_origin_redirect_through_mlflows_request_path(
+    fake: FakeHelper,
+    server: LoopbackServer,
+    other: LoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow.tracking.request_auth.registry import fetch_auth
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    for name, value in fake.env.items():
+        monkeypatch.setenv(name, value)
+    fake.set_secret(server.netloc, "X-MLflow-Auth", SECRET)
+    fetch_auth("mlflow-secrets-helper").forget()
+    try:
+        creds = MlflowHostCreds(server.url, auth="mlflow-secrets-helper")
+        endpoint = f"/redirect/307?to={other.url}/api/2.0/mlflow/runs/log-metric"
+        r = http_request(creds, endpoint, "POST", json={"key": "m", "value": 1})
+    finally:
+        fetch_auth("mlflow-secrets-helper").forget()
+    assert r.status_code == 200
+    assert len(server.carrying("tok-0001")) == 1
+    assert other.carrying("tok-0001") == []
+    assert other.seen[0].body == server.seen[0].body != b""
 
 
 def test_two_hops_lose_the_header_at_the_first_origin_change(

@@ -35,9 +35,9 @@ class HelperAuth(AuthBase):
         self._memo = memo if memo is not None else CredentialMemo(HelperProcess())
         # Every header name this object has set: a rotation may change the name, and a
         # redirect must lose all of them.
-        self._names: set[str] = set()
+        self._names: frozenset[str] = frozenset()
         self._warned: set[Origin] = set()
-        self._warned_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def __call__(self, r: PreparedRequest) -> PreparedRequest:
         try:
@@ -58,14 +58,15 @@ class HelperAuth(AuthBase):
 
     def _set(self, r: PreparedRequest, credential: Credential) -> None:
         if credential.header_name not in self._names:
-            self._names.add(credential.header_name)
-        for name in tuple(self._names):
+            with self._lock:
+                self._names = self._names | {credential.header_name}
+        for name in self._names:
             if name != credential.header_name:
                 r.headers.pop(name, None)
         r.headers[credential.header_name] = credential.header_value
 
     def _strip(self, r: PreparedRequest) -> None:
-        for name in tuple(self._names):
+        for name in self._names:
             r.headers.pop(name, None)
 
     def _guard_redirect(self, response: Response, request: PreparedRequest) -> None:
@@ -87,7 +88,7 @@ class HelperAuth(AuthBase):
     def _warn_once(self, origin: Origin, refusal: Refusal) -> None:
         if origin in self._warned:
             return
-        with self._warned_lock:
+        with self._lock:
             if origin in self._warned:
                 return
             self._warned.add(origin)
