@@ -38,7 +38,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -903,3 +903,11 @@ def _create_key(path: Path) -> bytes:
         _unlink_quietly(temp)
     _fsync_directory(path.parent)
     return master
+
+
+def open_user_cache(
+    directory: Path, env: Mapping[str, str], warn: Callable[[str], None] = lambda _m: None
+) -> Cache:
+    """The cache in ``directory``, with its key in ``$XDG_RUNTIME_DIR`` when that is safe."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Cache.open(directory, runtime_dir=Path(runtime) if runtime else None, warn=warn)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper.cache import Cache
+from mlflow_secrets_helper.cache import open_user_cache
 from mlflow_secrets_helper.config import Config
 from mlflow_secrets_helper.errors import (
     HelperError,
@@ -26,7 +25,7 @@ from mlflow_secrets_helper.errors import (
 )
 from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import Request, parse_request, read_request
+from mlflow_secrets_helper.target import Request, escape, parse_request, read_request
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")
@@ -212,39 +211,32 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
     return success_output(inv.format, answer, authtype=authtype)
 
 
-def open_cache(config: Config, env: Mapping[str, str], warn: Callable[[str], None] | None) -> Cache:
-    runtime = env.get("XDG_RUNTIME_DIR")
-    return Cache.open(
-        config.cache_dir,
-        runtime_dir=Path(runtime) if runtime else None,
-        warn=warn or (lambda _message: None),
-    )
-
-
 def make_resolver(config: Config, env: Mapping[str, str], report: Reporter) -> Resolver:
-    return Resolver(config, open_cache(config, env, report.warning), env, warn=report.warning)
+    return Resolver(
+        config, open_user_cache(config.cache_dir, env, report.warning), env, warn=report.warning
+    )
 
 
 def cache_command(rest: list[str], config: Config, env: Mapping[str, str], report: Reporter) -> str:
     if rest == ["clear"]:
-        removed = open_cache(config, env, report.warning).clear()
-        return f"removed {removed} cache entries from {_escape(str(config.cache_dir))}\n"
+        removed = open_user_cache(config.cache_dir, env, report.warning).clear()
+        return f"removed {removed} cache entries from {escape(str(config.cache_dir))}\n"
     if rest == ["status"]:
         # status() lists the cache's warnings itself; do not print them twice.
-        status = open_cache(config, env, None).status()
+        status = open_user_cache(config.cache_dir, env).status()
         total = status.hits + status.misses
         rate = f"{100.0 * status.hits / total:.1f}%" if total else "n/a"
         lines = [
-            f"location: {_escape(str(status.directory))}",
+            f"location: {escape(str(status.directory))}",
             f"enabled: {'yes' if status.enabled else 'no'}",
             f"entries: {status.entries}",
             f"hits: {status.hits}",
             f"misses: {status.misses}",
             f"hit rate: {rate}",
             f"key: {status.key_location}"
-            + (f" ({_escape(str(status.key_path))})" if status.key_path else ""),
+            + (f" ({escape(str(status.key_path))})" if status.key_path else ""),
         ]
-        lines += [f"warning: {_escape(w)}" for w in status.warnings]
+        lines += [f"warning: {escape(w)}" for w in status.warnings]
         return "\n".join(lines) + "\n"
     raise InvalidInput("cache needs status or clear", hints=["usage: cache status | cache clear"])
 
@@ -348,7 +340,7 @@ def failure_output(fmt: str, exc: HelperError) -> str:
                     "v": 1,
                     "err": {
                         "kind": exc.kind,
-                        "message": _escape(exc.message),
+                        "message": escape(exc.message),
                         "retryable": exc.retryable,
                     },
                 },
@@ -379,13 +371,6 @@ def _write(stream: TextIO, text: str) -> None:
         os.close(devnull)
 
 
-def _escape(text: str) -> str:
-    """Printable ASCII stays; everything else becomes a backslash escape."""
-    if all(" " <= ch <= "~" for ch in text):
-        return text
-    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in text)
-
-
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -408,16 +393,16 @@ class Reporter:
 
     def debug(self, message: str) -> None:
         if self._enabled("debug"):
-            self._line(f"{PROG}: debug: {_escape(message)}")
+            self._line(f"{PROG}: debug: {escape(message)}")
 
     def warning(self, message: str) -> None:
         if self._enabled("warning"):
-            self._line(f"{PROG}: warning: {_escape(message)}")
+            self._line(f"{PROG}: warning: {escape(message)}")
 
     def error(self, exc: HelperError) -> None:
-        self._line(f"{PROG}: error: {exc.kind}: {_escape(exc.message)}")
+        self._line(f"{PROG}: error: {exc.kind}: {escape(exc.message)}")
         for hint in exc.hints:
-            self._line(f"hint: {_escape(hint)}")
+            self._line(f"hint: {escape(hint)}")
         if self._enabled("debug") and exc.__cause__ is not None:
             self._traceback(exc.__cause__)
 
@@ -433,4 +418,4 @@ class Reporter:
 
         for line in traceback.format_exception(type(exc), exc, exc.__traceback__):
             for part in line.rstrip("\n").split("\n"):
-                self._line(_escape(part))
+                self._line(escape(part))

@@ -43,6 +43,13 @@ _PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
     "azure-key-vault": ("MLFLOW_AZURE", "secret_name", "AZURE_KEY_VAULT"),
 }
 
+#: the variable that names each provider's secret: without it the provider is skipped
+SECRET_VARIABLES: dict[str, str] = {
+    "vault": "MLFLOW_VAULT_SECRET_PATH",
+    "aws-secrets-manager": "MLFLOW_AWS_SECRET_NAME",
+    "azure-key-vault": "MLFLOW_AZURE_SECRET_NAME",
+}
+
 #: environment variable → provider setting, per provider (first listed wins for aliases)
 _ENV_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "vault": (
@@ -182,7 +189,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
             else:
                 routes.append(route)
         if not routes:
-            missing = ", ".join(f"{_PROVIDER_ENV[n][0]}_{_secret_var(n)}" for n in enabled)
+            missing = ", ".join(SECRET_VARIABLES[n] for n in enabled)
             raise ConfigError(
                 "no enabled provider names its secret",
                 hints=[f"set {missing}"],
@@ -255,10 +262,6 @@ def parse_bool(text: str, variable: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{variable} must be true or false")
-
-
-def _secret_var(name: str) -> str:
-    return {"vault": "SECRET_PATH", "aws-secrets-manager": "SECRET_NAME"}.get(name, "SECRET_NAME")
 
 
 def _env_route(

@@ -59,12 +59,12 @@ from typing import IO, Any, Literal
 
 from mlflow_secrets_helper import __version__, providers
 from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus
-from mlflow_secrets_helper.config import Config, Route
+from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus, open_user_cache
+from mlflow_secrets_helper.config import SECRET_VARIABLES, Config, Route
 from mlflow_secrets_helper.errors import ConfigError, HelperError, InvalidInput, NotFound
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import Credential, Secret, parse_secret
-from mlflow_secrets_helper.target import DEFAULT_PORTS, Target, parse_target, quote
+from mlflow_secrets_helper.target import DEFAULT_PORTS, Target, escape, parse_target, quote
 
 PROG = "mlflow-secrets-helper"
 
@@ -137,12 +137,6 @@ REFERENCE_SETTINGS = frozenset(
     }
 )
 
-#: the variable that names each provider's secret (for the "skipped" warning)
-_SECRET_VARIABLE = {
-    "vault": "MLFLOW_VAULT_SECRET_PATH",
-    "aws-secrets-manager": "MLFLOW_AWS_SECRET_NAME",
-    "azure-key-vault": "MLFLOW_AZURE_SECRET_NAME",
-}
 _EXTRA = {"vault": "vault", "aws-secrets-manager": "aws", "azure-key-vault": "azure"}
 _TRUE = ("1", "true", "yes", "on")
 _CA_VARIABLES = (
@@ -273,7 +267,7 @@ def _info_report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any
         warnings.extend(_policy_warnings(config, env))
         for name in config.skipped:
             warnings.append(
-                f"{name} is enabled but {_SECRET_VARIABLE[name]} is not set; it is skipped"
+                f"{name} is enabled but {SECRET_VARIABLES[name]} is not set; it is skipped"
             )
         if not config.routes:
             warnings.append("no provider is enabled or configured: get answers host-not-configured")
@@ -320,7 +314,7 @@ def _cache_row(config: Config | None, env: Mapping[str, str]) -> tuple[dict[str,
     if directory is None:
         return {"directory": None, "enabled": False}, []
     seen: list[str] = []
-    status = open_cache(directory, env, seen.append).status()
+    status = open_user_cache(directory, env, seen.append).status()
     total = status.hits + status.misses
     row = {
         "directory": str(status.directory),
@@ -345,10 +339,10 @@ def _info_text(report: dict[str, Any]) -> str:
             state = "loaded"
         else:
             state = "not loaded" if report["errors"] else "absent"
-        lines.append(f"config file: {_clean(config_file['path'])} ({state})")
+        lines.append(f"config file: {escape(config_file['path'])} ({state})")
     for problem in report["errors"]:
-        lines.append(f"error: {problem['kind']}: {_clean(problem['message'])}")
-        lines.extend(f"  hint: {_clean(hint)}" for hint in problem["hints"])
+        lines.append(f"error: {problem['kind']}: {escape(problem['message'])}")
+        lines.extend(f"  hint: {escape(hint)}" for hint in problem["hints"])
 
     lines.append("providers:")
     for row in report["providers"]:
@@ -364,9 +358,9 @@ def _info_text(report: dict[str, Any]) -> str:
         hosts = settings["allowed_hosts"]
         lines.append(
             "  allowed hosts: "
-            + ("not set (development mode)" if hosts is None else _clean(", ".join(hosts)))
+            + ("not set (development mode)" if hosts is None else escape(", ".join(hosts)))
         )
-        lines.append(f"  header name: {_clean(settings['header_name'])}")
+        lines.append(f"  header name: {escape(settings['header_name'])}")
         lines.append(f"  timeout: {settings['timeout_sec']:g} s")
         lines.append(f"  stale grace: {settings['stale_grace_sec']:g} s")
         lines.append(f"  log level: {settings['log_level']}")
@@ -375,27 +369,27 @@ def _info_text(report: dict[str, Any]) -> str:
             hosts_text = (
                 "every allowed host" if route["hosts"] is None else ", ".join(route["hosts"])
             )
-            lines.append(f"  {number}. {route['provider']} ({_clean(route['source'])})")
-            lines.append(f"     hosts: {_clean(hosts_text)}")
-            lines.append(f"     secret: {_clean(route['secret'] or 'unavailable (see error)')}")
+            lines.append(f"  {number}. {route['provider']} ({escape(route['source'])})")
+            lines.append(f"     hosts: {escape(hosts_text)}")
+            lines.append(f"     secret: {escape(route['secret'] or 'unavailable (see error)')}")
             for key, value in route["settings"].items():
-                lines.append(f"     {_clean(key)}: {_clean(value)}")
+                lines.append(f"     {escape(key)}: {escape(value)}")
             lines.append(f"     auth mode: {route['auth_mode'] or 'from the secret'}")
             lines.append(f"     ttl: {route['ttl_sec']:g} s")
-            lines.append(f"     header name: {_clean(route['header_name'])}")
+            lines.append(f"     header name: {escape(route['header_name'])}")
 
     lines.append("credentials (values are never shown):")
     lines.extend(f"  {name}: {state}" for name, state in report["credentials"].items())
     locations = {name: value for name, value in report["locations"].items() if value is not None}
     lines.append("backend locations:" if locations else "backend locations: none set")
-    lines.extend(f"  {name}: {_clean(value)}" for name, value in locations.items())
+    lines.extend(f"  {name}: {escape(value)}" for name, value in locations.items())
 
     cache = report["cache"]
     lines.append("cache:")
     if cache["directory"] is None:
         lines.append("  location: unknown (no user cache directory)")
     else:
-        lines.append(f"  location: {_clean(cache['directory'])}")
+        lines.append(f"  location: {escape(cache['directory'])}")
         lines.append(f"  enabled: {_yes(cache['enabled'])}")
         lines.append(f"  entries: {cache['entries']}")
         rate = cache["hit_rate"]
@@ -403,11 +397,11 @@ def _info_text(report: dict[str, Any]) -> str:
         lines.append(f"  hits: {cache['hits']}, misses: {cache['misses']}, hit rate: {shown}")
         key = cache["key_location"]
         if cache["key_path"]:
-            key += f" ({_clean(cache['key_path'])})"
+            key += f" ({escape(cache['key_path'])})"
         lines.append(f"  key: {key}")
 
     lines.append("warnings:" if report["warnings"] else "warnings: none")
-    lines.extend(f"  warning: {_clean(warning)}" for warning in report["warnings"])
+    lines.extend(f"  warning: {escape(warning)}" for warning in report["warnings"])
     return "\n".join(lines) + "\n"
 
 
@@ -482,8 +476,8 @@ def doctor(
         return json.dumps(document) + "\n", report.status
     lines: list[str] = []
     for check in report.checks:
-        lines.append(f"{check.status:<4} {_clean(check.message)}")
-        lines.extend(f"     hint: {_clean(hint)}" for hint in check.hints)
+        lines.append(f"{check.status:<4} {escape(check.message)}")
+        lines.extend(f"     hint: {escape(hint)}" for hint in check.hints)
     return "\n".join(lines) + "\n", report.status
 
 
@@ -503,9 +497,9 @@ def _check_config(report: _Doctor, timeout: float | None) -> Config | None:
     for name in config.skipped:
         report.add(
             "warn",
-            f"configuration: {name} is enabled but {_SECRET_VARIABLE[name]} is not set; "
+            f"configuration: {name} is enabled but {SECRET_VARIABLES[name]} is not set; "
             "it is skipped",
-            f"set {_SECRET_VARIABLE[name]}, or stop enabling {name}",
+            f"set {SECRET_VARIABLES[name]}, or stop enabling {name}",
         )
     if not config.routes:
         report.add(
@@ -619,7 +613,7 @@ def describe_header(name: str, credential: Credential) -> str:
 
 def _check_cache(report: _Doctor, config: Config) -> Cache | None:
     seen: list[str] = []
-    cache = open_cache(config.cache_dir, report.env, seen.append)
+    cache = open_user_cache(config.cache_dir, report.env, seen.append)
     status = cache.status()
     if not status.enabled:
         reason = next(iter(seen or status.warnings), "the cache cannot be used")
@@ -919,11 +913,6 @@ def credential_presence(env: Mapping[str, str]) -> dict[str, str]:
     return presence
 
 
-def open_cache(directory: Path, env: Mapping[str, str], warn: Callable[[str], None]) -> Cache:
-    runtime = env.get("XDG_RUNTIME_DIR")
-    return Cache.open(directory, runtime_dir=Path(runtime) if runtime else None, warn=warn)
-
-
 def _fallback_cache_dir(env: Mapping[str, str]) -> Path | None:
     explicit = env.get("MLFLOW_SECRETS_CACHE_DIR")
     if explicit:
@@ -997,14 +986,6 @@ def _truthy(value: str | None) -> bool:
 
 def _yes(flag: object) -> str:
     return "yes" if flag else "no"
-
-
-def _clean(text: object) -> str:
-    """Printable ASCII stays; everything else becomes a backslash escape."""
-    value = str(text)
-    if all(" " <= ch <= "~" for ch in value):
-        return value
-    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in value)
 
 
 def _entries(count: int) -> str:

@@ -84,6 +84,15 @@ MULTI_KEYS = frozenset({"capability[]", "wwwauth[]"})
 _SHOWN_KEYS = frozenset({"protocol", "host", "url"})
 
 
+def escape(text: object) -> str:
+    """Text made safe for one line of output: printable ASCII stays, everything
+    else becomes a backslash escape (no quotes added, nothing truncated)."""
+    value = str(text)
+    if all(" " <= ch <= "~" for ch in value):
+        return value
+    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in value)
+
+
 def quote(text: str | bytes, limit: int = 80) -> str:
     """Hostile input made safe for a one-line message: escaped, quoted, truncated.
 
