@@ -492,6 +492,8 @@ class Demo:
             # plain http is allowed only for a loopback host listed literally
             MLFLOW_SECRETS_ALLOWED_HOSTS=mlflow.netloc,
             MLFLOW_SECRETS_CACHE_DIR=str(self.tmp / "helper-cache"),
+            # a file that does not exist: no personal config file changes the demo
+            MLFLOW_SECRETS_CONFIG=str(self.tmp / "no-config.toml"),
             MLFLOW_TRACKING_URI=mlflow.url,
             MLFLOW_TRACKING_AUTH="mlflow-secrets-helper",
             # fail fast instead of MLflow's long default back-off
