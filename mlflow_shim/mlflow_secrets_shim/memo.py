@@ -113,7 +113,7 @@ class CredentialMemo:
                 self._helper.erase(origin, rejected.credential_id)
                 answer = self._helper.get(origin)
             except HelperError as exc:
-                slot.entry = _Entry(exc, now + FAILURE_REUSE, now + FAILURE_REUSE)
+                slot.entry = self._failure(exc)
                 raise
             slot.entry = self._entry(answer, self._clock())
         if isinstance(answer, Credential) and answer.credential_id != rejected.credential_id:
@@ -135,10 +135,11 @@ class CredentialMemo:
             try:
                 answer = self._helper.get(origin)
             except HelperError as exc:
+                later = self._clock()
                 if (
                     old is not None
                     and isinstance(old.answer, Credential)
-                    and now < old.usable_until
+                    and later < old.usable_until
                 ):
                     _log.warning(
                         "mlflow-secrets-helper could not refresh the credential for %s; "
@@ -146,13 +147,18 @@ class CredentialMemo:
                         origin,
                         exc.message,
                     )
-                    slot.entry = old._replace(reuse_until=now + RETRY_REFRESH_AFTER)
+                    retry = min(later + RETRY_REFRESH_AFTER, old.usable_until)
+                    slot.entry = old._replace(reuse_until=retry)
                     return _unwrap(old.answer)
-                slot.entry = _Entry(exc, now + FAILURE_REUSE, now + FAILURE_REUSE)
+                slot.entry = self._failure(exc)
                 raise
             entry = self._entry(answer, self._clock())
             slot.entry = entry
             return answer
+
+    def _failure(self, exc: HelperError) -> _Entry:
+        until = self._clock() + FAILURE_REUSE  # counted from the end of the helper call
+        return _Entry(exc, until, until)
 
     def _entry(self, answer: Answer, now: float) -> _Entry:
         if isinstance(answer, Refusal):
