@@ -51,7 +51,12 @@ HELPER = [sys.executable, "-I", "-m", "mlflow_secrets_helper"]
 
 
 class DemoError(Exception):
-    """A step failed; the message says which and why (never with a secret in it)."""
+    """A step failed; the message says which and why (never with a secret in it).
+    ``log``: a server log worth showing (redacted) with the failure."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 class Interrupted(BaseException):
@@ -235,10 +240,10 @@ def wait_until(
         if proc.poll() is not None:
             with contextlib.suppress(OSError):
                 if "address already in use" in log.read_text(errors="replace").lower():
-                    raise PortTaken(f"{what}: its port was taken")
-            raise DemoError(f"{what} exited during start-up (exit code {proc.returncode})")
+                    raise PortTaken(f"{what}: its port was taken", log)
+            raise DemoError(f"{what} exited during start-up (exit code {proc.returncode})", log)
         if time.monotonic() > deadline:
-            raise DemoError(f"{what} did not become ready within {START_TIMEOUT:.0f} s")
+            raise DemoError(f"{what} did not become ready within {START_TIMEOUT:.0f} s", log)
         time.sleep(0.2)
 
 
@@ -304,7 +309,7 @@ class OpenBao:
         )
         if status not in (200, 204):
             errors = answer.get("errors") if isinstance(answer, dict) else answer
-            raise DemoError(f"OpenBao answered {status} to {method} {path}: {errors}")
+            raise DemoError(f"OpenBao answered {status} to {method} {path}: {errors}", self.log)
         return answer
 
     def write_secret(self, username: str, password: str) -> int:
@@ -374,7 +379,8 @@ class Mlflow:
         auth = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
         status, answer = http(method, f"{self.url}/api/2.0/mlflow/{path}", headers=auth, body=body)
         if status != 200:
-            raise DemoError(f"MLflow answered {status} to {method} {path.split('?')[0]}")
+            what = f"{method} {path.split('?')[0]}"
+            raise DemoError(f"MLflow answered {status} to {what}", self.log)
         return answer
 
 
@@ -716,10 +722,9 @@ def main(argv: list[str] | None = None) -> int:
             code = 0
         except DemoError as exc:
             out.line(f"\nFAILED: {exc}", indent="")
-            for log in (tmp / "bao.log", tmp / "mlflow" / "server.log"):
-                if log.exists():
-                    out.line(f"last lines of {log.name}:")
-                    out.line(demo.tail(log), indent="      ")
+            if exc.log is not None:
+                out.line(f"last lines of {exc.log.name}:")
+                out.line(demo.tail(exc.log), indent="      ")
         except Exception:  # noqa: BLE001 - reported, then cleaned up like any failure
             out.line("\nFAILED: unexpected error", indent="")
             out.line(traceback.format_exc())
@@ -731,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in SIGNALS:
                 signal.signal(kind, signal.SIG_IGN)
             demo.cleanup()
-    verdict = "done" if code == 0 else "FAILED"
+    verdict = "done" if code == 0 else "interrupted" if code > 128 else "FAILED"
     print(f"\n{verdict} in {time.monotonic() - began:.1f} s", flush=True)
     return code
 
