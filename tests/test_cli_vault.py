@@ -280,7 +280,7 @@ def test_sealed_server_is_exit_4_and_stale_grace_applies(
         result, document = get_json(run_helper, env)
         assert result.returncode == 0, result
         assert document["ok"]["source"] == "stale"
-        assert "unavailable" in result.stderr
+        assert "sealed" in result.stderr
         no_grace = {**env, "MLFLOW_SECRETS_STALE_GRACE_SEC": "0"}
         assert_error(run_helper(["get"], STDIN, no_grace), 4, "backend-unavailable", "sealed")
     finally:

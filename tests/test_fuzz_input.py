@@ -20,6 +20,7 @@ from mlflow_secrets_helper.target import (
     DEFAULT_PORTS,
     Request,
     Target,
+    is_numeric_label,
     parse_request,
     parse_target,
 )
@@ -442,7 +443,7 @@ def test_wildcards_respect_label_boundaries(
     except InvalidInput:
         valid_suffix = False
     else:
-        valid_suffix = not suffix.rsplit(".", 1)[-1].isdigit()
+        valid_suffix = not is_numeric_label(suffix.rsplit(".", 1)[-1])
     try:
         pattern = HostPattern.parse(text)
     except ConfigError:
@@ -480,7 +481,7 @@ def test_well_formed_urls_are_accepted_and_agree_with_urlsplit(
     scheme: str, authority: str, tail: str
 ) -> None:
     host = authority.rsplit(":", 1)[0] if not authority.startswith("[") else authority
-    if host.rsplit(".", 1)[-1].isdigit():
+    if is_numeric_label(host.rsplit(".", 1)[-1]):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:

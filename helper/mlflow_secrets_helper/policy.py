@@ -51,6 +51,7 @@ from mlflow_secrets_helper.target import (
     Target,
     canonical_host,
     is_dotted_quad,
+    is_numeric_label,
     parse_authority,
     parse_port,
     quote,
@@ -150,7 +151,7 @@ class HostPattern:
             raise _bad(text, "'*' must be a whole label (*.company.com) or end one (mlflow-*)")
         if suffix:
             last = suffix.rpartition(".")[2]
-            if last.isdigit() or last.startswith("0x"):
+            if is_numeric_label(last):
                 raise _bad(text, "wildcards cannot match IP addresses")
             suffix = canonical_host(suffix)
         return cls(text, wildcard, prefix, suffix, port)

@@ -487,12 +487,18 @@ def canonical_host(text: str) -> str:
                 f"the host name {quote(text)} has a label starting or ending with '-'"
             )
     last = labels[-1]
-    if (set(last) <= _DIGITS or _HEX_NUMBER.match(last)) and not is_dotted_quad(host):
+    if is_numeric_label(last) and not is_dotted_quad(host):
         raise InvalidInput(
             f"{quote(text)} is not a valid IPv4 address",
             hints=["write IPv4 addresses as four numbers 0-255 without leading zeros"],
         )
     return host
+
+
+def is_numeric_label(label: str) -> bool:
+    """A label a browser would read as a number (decimal, or ``0x`` hex): a name
+    ending in one is an IPv4 address or nothing."""
+    return set(label) <= _DIGITS or _HEX_NUMBER.match(label.lower()) is not None
 
 
 def is_dotted_quad(host: str) -> bool:
