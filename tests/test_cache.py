@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ IDENTITY = CacheIdentity(
     header_name="Authorization",
     auth_mode="",
 )
-OTHER = replace(IDENTITY, host="staging." + HOST)
+OTHER = IDENTITY._replace(host="staging." + HOST)
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
@@ -141,17 +140,17 @@ def test_credential_id_is_keyed_and_stable(cache_dir: Path) -> None:
 @pytest.mark.parametrize(
     "changed",
     [
-        replace(IDENTITY, scheme="http"),
-        replace(IDENTITY, host="x." + HOST),
-        replace(IDENTITY, port=8443),
-        replace(IDENTITY, provider="aws-secrets-manager"),
-        replace(IDENTITY, secret_ref=SECRET_REF + "2"),
-        replace(IDENTITY, version="3"),
-        replace(IDENTITY, header_name="X-Auth"),
-        replace(IDENTITY, auth_mode="bearer"),
+        IDENTITY._replace(scheme="http"),
+        IDENTITY._replace(host="x." + HOST),
+        IDENTITY._replace(port=8443),
+        IDENTITY._replace(provider="aws-secrets-manager"),
+        IDENTITY._replace(secret_ref=SECRET_REF + "2"),
+        IDENTITY._replace(version="3"),
+        IDENTITY._replace(header_name="X-Auth"),
+        IDENTITY._replace(auth_mode="bearer"),
     ],
     ids=lambda identity: next(
-        name for name, value in vars(identity).items() if getattr(IDENTITY, name) != value
+        name for name, value in identity._asdict().items() if getattr(IDENTITY, name) != value
     ),
 )
 def test_every_identity_field_selects_a_different_entry(

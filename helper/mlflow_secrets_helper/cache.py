@@ -33,21 +33,21 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hmac
 import json
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from mlflow_secrets_helper.errors import HelperError
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Credential, constant_time_equal
 
 KeyLocation = Literal["runtime-dir", "key-file", "none"]
 
@@ -73,8 +73,7 @@ _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
-class CacheIdentity:
+class CacheIdentity(NamedTuple):
     """Everything that selects one cache entry. Holds references, never secret values."""
 
     scheme: str
@@ -102,8 +101,7 @@ class CacheIdentity:
         return _AAD_PREFIX + encoded.encode("ascii")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A cached (or just fetched) credential and its times, in unix seconds."""
 
     credential: Credential
@@ -114,8 +112,7 @@ class Entry:
     backend_expires_at: float | None
 
 
-@dataclass(frozen=True)
-class CacheStatus:
+class CacheStatus(NamedTuple):
     """What ``cache status``, ``info`` and ``doctor`` show about the cache."""
 
     enabled: bool
@@ -132,8 +129,7 @@ class _Refused(Exception):
     """The cache cannot be used for this run; the message is the one warning line."""
 
 
-@dataclass(frozen=True, repr=False)
-class _Keys:
+class _Keys(NamedTuple):
     key_id: bytes
     encrypt: AESGCM
     names: bytes
@@ -142,9 +138,7 @@ class _Keys:
     @classmethod
     def derive(cls, master: bytes) -> _Keys:
         def sub(label: str) -> bytes:
-            return hmac.digest(
-                master, b"mlflow-secrets-helper cache v1 " + label.encode(), "sha256"
-            )
+            return _hmac_sha256(master, b"mlflow-secrets-helper cache v1 " + label.encode())
 
         return cls(
             key_id=sub("key-id")[:8],
@@ -241,7 +235,7 @@ class Cache:
         """A keyed fingerprint of the credential for this identity; never a plain hash."""
         fields = json.dumps(credential.to_fields(), sort_keys=True, separators=(",", ":"))
         message = identity.associated_data() + b"\n" + fields.encode("utf-8")
-        return "c1:" + hmac.digest(self._keys.ids, message, "sha256").hex()[:24]
+        return "c1:" + _hmac_sha256(self._keys.ids, message).hex()[:24]
 
     def get(self, identity: CacheIdentity) -> Entry | None:
         """The stored entry for ``identity`` (possibly expired), or None.
@@ -337,7 +331,7 @@ class Cache:
         if entry is None:
             _remove_if_ours(path, inode)
             return False
-        if not hmac.compare_digest(entry.credential_id, credential_id):
+        if not constant_time_equal(entry.credential_id.encode(), credential_id.encode()):
             return False
         # Move the file aside, then delete it only if it is the one we compared; an entry
         # written in between is put back (unless an even newer one already took its place).
@@ -479,7 +473,7 @@ class Cache:
     # -- internals ----------------------------------------------------------------------------
 
     def _name(self, aad: bytes) -> str:
-        return hmac.digest(self._keys.names, aad, "sha256").hex()[:32]
+        return _hmac_sha256(self._keys.names, aad).hex()[:32]
 
     def _entry_path(self, aad: bytes) -> Path:
         return self.directory / (self._name(aad) + _ENTRY_SUFFIX)
@@ -821,7 +815,7 @@ def _load_master_key(
 def _runtime_key_path(directory: Path, runtime_dir: Path | None) -> Path | None:
     if runtime_dir is None or not runtime_dir.is_absolute():
         return None
-    tag = hmac.digest(b"mlflow-secrets-helper key path", os.fsencode(directory), "sha256")
+    tag = _hmac_sha256(b"mlflow-secrets-helper key path", os.fsencode(directory))
     return runtime_dir / _RUNTIME_SUBDIR / (tag.hex()[:16] + ".key")
 
 
@@ -911,3 +905,11 @@ def open_user_cache(
     """The cache in ``directory``, with its key in ``$XDG_RUNTIME_DIR`` when that is safe."""
     runtime = env.get("XDG_RUNTIME_DIR")
     return Cache.open(directory, runtime_dir=Path(runtime) if runtime else None, warn=warn)
+
+
+def _hmac_sha256(key: bytes, message: bytes) -> bytes:
+    # cryptography's HMAC: its library is loaded anyway, while the stdlib's
+    # hmac module would load OpenSSL's hashlib bindings as well.
+    mac = HMAC(key, SHA256())
+    mac.update(message)
+    return mac.finalize()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from mlflow_secrets_helper import __version__
@@ -44,15 +43,17 @@ prints one HTTP auth header for it. See mlflow-secrets-helper(1).
 """
 
 
-@dataclass
 class Invocation:
-    action: str = ""
-    format: str = "header"
-    refresh: bool = False
-    timeout: float | None = None
-    json: bool = False
-    dry_run: str | None = None
-    rest: list[str] = field(default_factory=list)
+    """The parsed command line."""
+
+    def __init__(self) -> None:
+        self.action = ""
+        self.format = "header"
+        self.refresh = False
+        self.timeout: float | None = None
+        self.json = False
+        self.dry_run: str | None = None
+        self.rest: list[str] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +205,7 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
         return ""
 
     answer = resolver.get(request.target, refresh=inv.refresh)
-    for warning in resolver.warnings(request.target):
+    for warning in answer.warnings:
         report.warning(warning)
     report.debug(f"served {request.target.origin()} from {answer.source}")
     authtype = "authtype" in request.attributes.get("capability[]", ())

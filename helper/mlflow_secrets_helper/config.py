@@ -17,9 +17,8 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
@@ -91,8 +90,7 @@ _TOP_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """One way to get a credential: a provider, its settings, and the hosts it serves."""
 
     provider: str
@@ -107,8 +105,7 @@ class Route:
         return self.hosts is None or any(p.matches(target) for p in self.hosts)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     policy: HostPolicy
     routes: tuple[Route, ...]
     header_name: str
@@ -118,7 +115,7 @@ class Config:
     log_level: str
     config_file: Path | None
     #: providers the environment enabled but could not use (no secret reference)
-    skipped: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = ()
 
     def routes_for(self, target: Target) -> tuple[Route, ...]:
         return tuple(route for route in self.routes if route.serves(target))

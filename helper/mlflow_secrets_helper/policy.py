@@ -43,8 +43,7 @@ Rules (they are the documented behaviour):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from mlflow_secrets_helper.errors import ConfigError, HostRefused, InvalidInput
 from mlflow_secrets_helper.target import (
@@ -70,8 +69,7 @@ _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 Wildcard = Literal["", "*", "**"]
 
 
-@dataclass(frozen=True)
-class HostPattern:
+class HostPattern(NamedTuple):
     """One allowlist entry.
 
     ``wildcard`` is ``""`` for a literal host or IP, ``"*"`` for one label
@@ -212,8 +210,7 @@ def parse_patterns(spec: str | Sequence[str], *, source: str) -> tuple[HostPatte
     return tuple(patterns)
 
 
-@dataclass(frozen=True)
-class HostPolicy:
+class HostPolicy(NamedTuple):
     """The allowlist, or development mode when none is configured."""
 
     patterns: tuple[HostPattern, ...]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from mlflow_secrets_helper import providers
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, Entry
@@ -34,8 +33,7 @@ Source = Literal["cache", "backend", "stale"]
 STALE_RETRY_SEC = 15.0
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """A credential ready to print, with what the caller may do with it."""
 
     credential: Credential
@@ -44,13 +42,14 @@ class Answer:
     expires_at: float | None
     refresh_after: float | None
     source: Source
+    #: one-line warnings from the providers serving the target (e.g. TLS checks off)
+    warnings: tuple[str, ...] = ()
 
     def header_value(self) -> Secret[str]:
         return self.credential.header_value()
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     route: Route
     provider: Provider
     identity: CacheIdentity
@@ -79,8 +78,13 @@ class Resolver:
         self._create_provider = create_provider
 
     def get(self, target: Target, *, refresh: bool = False) -> Answer:
-        deadline = self._monotonic() + self._config.timeout_sec
         candidates = self._candidates(target)
+        answer = self._get(candidates, refresh=refresh)
+        warnings = tuple(w for c in candidates for w in _provider_warnings(c.provider))
+        return answer._replace(warnings=warnings) if warnings else answer
+
+    def _get(self, candidates: list[_Candidate], *, refresh: bool) -> Answer:
+        deadline = self._monotonic() + self._config.timeout_sec
         if not refresh:
             for candidate in candidates:
                 answer = self._from_cache(candidate)
@@ -113,15 +117,6 @@ class Resolver:
             if entry is not None:
                 return candidate.identity, entry
         return None
-
-    def warnings(self, target: Target) -> tuple[str, ...]:
-        """One-line warnings from the providers serving this target."""
-        found: list[str] = []
-        for candidate in self._candidates(target, required=False):
-            extra = getattr(candidate.provider, "warnings", None)
-            if callable(extra):
-                found.extend(str(w) for w in extra())
-        return tuple(found)
 
     # -- internals ---------------------------------------------------------------
 
@@ -251,3 +246,9 @@ class Resolver:
             refresh_after=entry.refresh_after,
             source=source,
         )
+
+
+def _provider_warnings(provider: Provider) -> tuple[str, ...]:
+    """Providers may offer ``warnings()`` (one-line notes such as TLS checks being off)."""
+    extra = getattr(provider, "warnings", None)
+    return tuple(str(w) for w in extra()) if callable(extra) else ()

@@ -12,10 +12,9 @@ that is not a JSON object is a plain token, even when it contains ``:``.
 from __future__ import annotations
 
 import base64
-import hmac
 import json
-from dataclasses import dataclass
-from typing import Generic, Literal, NoReturn, TypeVar
+from _operator import _compare_digest
+from typing import Generic, Literal, NamedTuple, NoReturn, TypeVar
 
 from mlflow_secrets_helper.errors import ConfigError, InvalidSecret
 
@@ -27,6 +26,12 @@ MAX_SECRET_BYTES = 65536
 
 AuthMode = Literal["bearer", "basic"]
 AUTH_MODES: tuple[AuthMode, ...] = ("bearer", "basic")
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """hmac.compare_digest: the same C function, imported without the hmac module,
+    which would load OpenSSL's hashlib bindings on the cache-hit path for nothing."""
+    return _compare_digest(a, b)
 
 
 class Secret(Generic[T]):
@@ -50,7 +55,7 @@ class Secret(Generic[T]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        return hmac.compare_digest(_as_bytes(self._value), _as_bytes(other._value))
+        return constant_time_equal(_as_bytes(self._value), _as_bytes(other._value))
 
     def __hash__(self) -> int:
         raise TypeError("Secret is not hashable")
@@ -63,8 +68,7 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(NamedTuple):
     """What a secret resolves to: a bearer token or a username and password."""
 
     mode: AuthMode

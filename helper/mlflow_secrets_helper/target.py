@@ -57,9 +57,8 @@ import re
 import select
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 from mlflow_secrets_helper.errors import InvalidInput, UnsupportedScheme
 
@@ -105,8 +104,7 @@ def quote(text: str | bytes, limit: int = 80) -> str:
     return ascii(text)
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A canonical origin. Build it with :func:`parse_target` or :func:`parse_request`."""
 
     scheme: str
@@ -135,13 +133,12 @@ class Target:
         return is_dotted_quad(self.host) and self.host.startswith("127.")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What stdin asked for: the target, the form it came in, and git's attributes."""
 
     target: Target
     form: Form
-    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    attributes: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
     def get(self, key: str) -> str | None:
         """The value of a single-valued attribute, or None."""

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.secret import Secret
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(NamedTuple):
     """One read of a secret.
 
     ``expires_at`` is an absolute unix time after which the backend says the

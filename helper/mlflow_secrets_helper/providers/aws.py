@@ -42,12 +42,10 @@ message text.
 from __future__ import annotations
 
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper.errors import (
@@ -82,8 +80,8 @@ CLIENT_BUILD_SLACK = 0.02
 #: do not start an attempt with less time than this left
 MIN_ATTEMPT_SECONDS = 0.05
 
-_VERSION_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_ARN = re.compile(r"arn:[a-z-]+:secretsmanager:([a-z0-9-]+):\d{12}:secret:.+")
+#: compiled on first use: a cache hit never needs it
+_VERSION_ID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 
 _NOT_FOUND = frozenset({"ResourceNotFoundException"})
 _DENIED = frozenset(
@@ -138,8 +136,7 @@ _CREDENTIAL_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class Version:
+class Version(NamedTuple):
     """Which version to read: a staging label or a version id."""
 
     stage: str | None = None
@@ -153,7 +150,7 @@ class Version:
             version = cls(version_id=value[3:])
         elif value.startswith("stage:"):
             version = cls(stage=value[6:])
-        elif _VERSION_ID.fullmatch(value):
+        elif re.fullmatch(_VERSION_ID, value):
             version = cls(version_id=value)
         else:
             version = cls(stage=value)
@@ -172,21 +169,38 @@ class Version:
         return f"version id {self.version_id}" if self.version_id else f"stage {self.stage}"
 
 
-@dataclass(frozen=True)
 class AwsSecretsManagerProvider:
     """Reads one secret from AWS Secrets Manager. Building it loads no SDK."""
 
-    secret_id: str
-    version: Version | None = None
-    region: str | None = None
-    profile: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    #: seams with production defaults (tests may pass their own)
-    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
-    jitter: Callable[[], float] = field(default=random.random, repr=False, compare=False)
-
     name = NAME
+
+    def __init__(
+        self,
+        secret_id: str,
+        version: Version | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self.secret_id = secret_id
+        self.version = version
+        self.region = region
+        self.profile = profile
+        self.env: Mapping[str, str] = env if env is not None else {}
+        #: seams with production defaults (tests may pass their own)
+        self.clock = clock
+        self.sleep = sleep
+        self.jitter = jitter or _random
+
+    def __repr__(self) -> str:
+        return (
+            f"AwsSecretsManagerProvider(secret_id={self.secret_id!r}, version={self.version!r}, "
+            f"region={self.region!r}, profile={self.profile!r})"
+        )
 
     # ----------------------------------------------------------------- identity
 
@@ -213,8 +227,11 @@ class AwsSecretsManagerProvider:
         )
 
     def _arn_region(self) -> str | None:
-        match = _ARN.fullmatch(self.secret_id)
-        return match.group(1) if match else None
+        # arn:<partition>:secretsmanager:<region>:<account>:secret:<name>
+        parts = self.secret_id.split(":", 6)
+        if len(parts) == 7 and parts[0] == "arn" and parts[2:6:3] == ["secretsmanager", "secret"]:
+            return parts[3] or None
+        return None
 
     def _effective_region(self) -> str | None:
         """The region we pass to botocore (None: botocore's chain decides).
@@ -543,3 +560,9 @@ def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AwsSec
         profile=settings.get("profile", "").strip() or None,
         env=env,
     )
+
+
+def _random() -> float:
+    import random  # only a retry needs it: keep it off the cache-hit path
+
+    return random.random()  # noqa: S311 - backoff jitter, not cryptography
