@@ -84,8 +84,11 @@ class ProviderContract:
         self, make_provider: Callable[..., Provider], rotate: Callable[[Provider, str], None]
     ) -> None:
         provider = make_provider("first-value")
-        assert parse_secret(provider.fetch(deadline()).value).header_value().expose().endswith(
-            "first-value"
+        assert (
+            parse_secret(provider.fetch(deadline()).value)
+            .header_value()
+            .expose()
+            .endswith("first-value")
         )
         rotate(provider, "second-value")
         value = parse_secret(provider.fetch(deadline()).value).header_value().expose()
@@ -96,8 +99,14 @@ class ProviderContract:
     ) -> None:
         provider = make_provider(CANARY)
         fetched = provider.fetch(deadline())
-        for text in (repr(provider), str(provider), provider.reference(), provider.cache_key(),
-                     repr(fetched), str(fetched)):
+        for text in (
+            repr(provider),
+            str(provider),
+            provider.reference(),
+            provider.cache_key(),
+            repr(fetched),
+            str(fetched),
+        ):
             assert CANARY not in text
         out, err = capfd.readouterr()
         assert CANARY not in out and CANARY not in err
