@@ -113,29 +113,6 @@ LOCATION_VARIABLES = (
     "SSL_CERT_FILE",
 )
 
-#: route settings that name where a secret lives (shown); any other setting shows as "set"
-REFERENCE_SETTINGS = frozenset(
-    {
-        "secret_path",
-        "secret_name",
-        "secret_version",
-        "mount",
-        "kv_version",
-        "auth_method",
-        "approle_mount",
-        "k8s_role",
-        "k8s_token_path",
-        "k8s_mount",
-        "address",
-        "namespace",
-        "cacert",
-        "capath",
-        "vault_url",
-        "client_id",
-        "region",
-        "profile",
-    }
-)
 
 _EXTRA = {"vault": "vault", "aws-secrets-manager": "aws", "azure-key-vault": "azure"}
 _TRUE = ("1", "true", "yes", "on")
@@ -303,7 +280,7 @@ def _route_row(route: Route, reference: str | None) -> dict[str, Any]:
         "ttl_sec": route.ttl_sec,
         "header_name": route.header_name,
         "settings": {
-            key: (value if key in REFERENCE_SETTINGS else "set")
+            key: (value if key in providers.settings(route.provider) else "set")
             for key, value in sorted(route.settings.items())
         },
     }

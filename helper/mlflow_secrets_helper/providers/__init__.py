@@ -83,6 +83,14 @@ def create(name: str, settings: Mapping[str, str], env: Mapping[str, str]) -> Pr
     return factory(settings, env)
 
 
+def settings(name: str) -> frozenset[str]:
+    """The route settings the provider accepts. None of them holds a secret:
+    login material comes from the environment only."""
+    module = importlib.import_module(_MODULES[name][0])
+    accepted: frozenset[str] = module.SETTINGS
+    return accepted
+
+
 def sdk_module(name: str) -> str:
     """The import name of the provider's SDK (for `info` and `doctor`)."""
     return _MODULES[name][1]

@@ -48,7 +48,7 @@ NAME = "azure-key-vault"
 PUBLIC_CLOUD_SUFFIX = ".vault.azure.net"
 RBAC_ROLE = "Key Vault Secrets User"
 
-_SETTINGS = frozenset({"vault_url", "secret_name", "secret_version", "client_id"})
+SETTINGS = frozenset({"vault_url", "secret_name", "secret_version", "client_id"})
 # vault names: 3-24 characters, letters, digits and single hyphens, starting with a letter
 _VAULT_NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?!-)){1,22}[a-z0-9]")
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
@@ -67,11 +67,11 @@ def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AzureK
     ``env`` is not read: ``DefaultAzureCredential`` reads its own variables from the process
     environment when the secret is fetched.
     """
-    unknown = sorted(set(settings) - _SETTINGS)
+    unknown = sorted(set(settings) - SETTINGS)
     if unknown:
         raise ConfigError(
             "unknown azure-key-vault setting(s): " + ", ".join(unknown),
-            hints=["known settings: " + ", ".join(sorted(_SETTINGS))],
+            hints=["known settings: " + ", ".join(sorted(SETTINGS))],
         )
     return AzureKeyVaultProvider(
         vault_url=vault_url_from(settings.get("vault_url", "")),
