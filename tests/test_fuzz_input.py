@@ -11,6 +11,7 @@ import ipaddress
 import os
 import urllib.parse
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,9 @@ from mlflow_secrets_helper.target import (
     parse_request,
     parse_target,
 )
+
+# CI runs 10,000 examples per test; on a busy two-core machine that can take minutes.
+pytestmark = pytest.mark.timeout(1800)
 
 BUDGET = settings(
     max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "2000")),

@@ -125,14 +125,31 @@ def default_config_path(env: Mapping[str, str]) -> Path:
     explicit = env.get("MLFLOW_SECRETS_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
+    return _user_dir("config", env) / "config.toml"
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    return _user_dir("cache", env)
+
+
+def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
+    """The user's config or cache directory for this program.
+
+    On Linux and the BSDs this is the XDG rule platformdirs applies
+    (``$XDG_CONFIG_HOME`` / ``$XDG_CACHE_HOME`` when absolute, else
+    ``~/.config`` / ``~/.cache``), computed here because importing platformdirs
+    costs more than a cache hit's own work. Elsewhere platformdirs decides.
+    """
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        base = Path(env.get("XDG_CONFIG_HOME" if kind == "config" else "XDG_CACHE_HOME", ""))
+        if not base.is_absolute():
+            home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+            base = home / (".config" if kind == "config" else ".cache")
+        return base / APP_NAME
     import platformdirs
 
-    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
-
-
-def default_cache_dir() -> Path:
-    import platformdirs
-
+    if kind == "config":
+        return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
@@ -166,7 +183,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
         None, document.get("ttl_sec"), "ttl_sec", DEFAULT_TTL_SEC, maximum=MAX_TTL_SEC
     )
     cache_dir_text = env.get("MLFLOW_SECRETS_CACHE_DIR") or _file_str(document, "cache_dir", path)
-    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else default_cache_dir()
+    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else default_cache_dir(env)
     log_level = (
         env.get("MLFLOW_SECRETS_LOG_LEVEL") or _file_str(document, "log_level", path) or "warning"
     ).lower()

@@ -890,14 +890,11 @@ def credential_presence(env: Mapping[str, str]) -> dict[str, str]:
     return presence
 
 
-def _fallback_cache_dir(env: Mapping[str, str]) -> Path | None:
+def _fallback_cache_dir(env: Mapping[str, str]) -> Path:
     explicit = env.get("MLFLOW_SECRETS_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    try:
-        return config_module.default_cache_dir()
-    except Exception:  # noqa: BLE001 - no cache dir on this platform
-        return None
+    return config_module.default_cache_dir(env)
 
 
 def _policy_warnings(config: Config, env: Mapping[str, str]) -> list[str]:

@@ -696,6 +696,11 @@ class VaultProvider:
                 problem = "timed out"
             except requests.exceptions.ConnectionError:
                 problem = "connection failed"
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ):
+                problem = "the answer was cut off"
             except requests.exceptions.RequestException as exc:
                 # the text of some of these (InvalidHeader) quotes header values: not shown
                 raise BackendUnavailable(
