@@ -134,7 +134,7 @@ class _Exchange:
         extract_cookies_to_jar(again._cookies, request, r.raw)  # type: ignore[attr-defined,no-untyped-call]
         again.prepare_cookies(again._cookies)  # type: ignore[attr-defined]
         self.auth._set(again, fresh)
-        _log.debug(
+        _log.info(
             "%s answered %d; sending the request again with a new credential",
             self.origin,
             r.status_code,
