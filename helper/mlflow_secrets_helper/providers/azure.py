@@ -21,12 +21,9 @@ and the secret name, never a token or a secret value.
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -42,6 +39,8 @@ from mlflow_secrets_helper.providers import Fetched
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from azure.keyvault.secrets import KeyVaultSecret
 
 NAME = "azure-key-vault"
@@ -204,6 +203,8 @@ class AzureKeyVaultProvider:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise self._too_slow(0.0)
+        import threading  # only a backend read needs it: keep it off the cache-hit path
+
         _keep_sdk_logs_off_the_terminal()
         outcome: list[Fetched | BaseException] = []
         worker = threading.Thread(
@@ -418,12 +419,16 @@ def _looks_like_network(text: str) -> bool:
 
 
 def _utc(moment: datetime) -> str:
+    from datetime import timezone
+
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _keep_sdk_logs_off_the_terminal() -> None:
     """Give the SDK loggers a NullHandler so Python's last-resort handler never prints their
     warnings; a program that configured logging still receives the records."""
+    import logging
+
     for name in ("azure", "msal"):
         logger = logging.getLogger(name)
         if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):

@@ -39,16 +39,13 @@ used, with every setting passed explicitly.
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import random
 import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflow_secrets_helper.errors import (
     BackendDenied,
@@ -85,8 +82,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class VaultSettings:
+class VaultSettings(NamedTuple):
     """Everything the provider needs, validated; no login material."""
 
     address: str
@@ -230,6 +226,8 @@ def _is_loopback(address: str) -> bool:
     host = urllib.parse.urlsplit(address).hostname or ""
     if host == "localhost":
         return True
+    import ipaddress  # only plain-http addresses get here
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -269,8 +267,7 @@ def _check_int(value: str | None, name: str, allowed: tuple[int, ...] = ()) -> i
     return number
 
 
-@dataclass
-class _Login:
+class _Login(NamedTuple):
     token: Secret[str]
     #: monotonic time after which Vault no longer accepts the token (None: no expiry)
     renew_at: float | None
@@ -279,8 +276,7 @@ class _Login:
     source: str
 
 
-@dataclass(frozen=True)
-class _Location:
+class _Location(NamedTuple):
     mount: str
     kv_version: int
     relative: str
@@ -293,8 +289,7 @@ class _Location:
         return f"{self.mount}/{quoted}", {}
 
 
-@dataclass
-class _Answer:
+class _Answer(NamedTuple):
     status: int
     body: dict[str, Any] | None
 
@@ -724,6 +719,8 @@ class VaultProvider:
                 problem = f"answered HTTP {status} ({answer.says()})"
             if attempt == MAX_ATTEMPTS:
                 break
+            import random  # only a retry needs it: keep it off the cache-hit path
+
             delay = min(0.1 * 2 ** (attempt - 1), 1.0) * random.uniform(0.5, 1.0)  # noqa: S311
             if self._monotonic() + delay >= deadline:
                 break
