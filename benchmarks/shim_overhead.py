@@ -7,7 +7,7 @@
    disk cache; and one with the helper's cache erased too (the backend is read: AWS
    Secrets Manager served by moto on 127.0.0.1).
 
-usage: python mlflow_shim/benchmarks/shim_overhead.py   (needs mlflow, moto[server], boto3)
+usage: .venv/bin/python benchmarks/shim_overhead.py   (needs mlflow, moto[server], boto3)
 """
 
 from __future__ import annotations
