@@ -122,7 +122,7 @@ class ProviderContract:
         code = (
             "import sys\n"
             "import mlflow_secrets_helper.providers as p\n"
-            f"mod = __import__(p._MODULES[{self.provider_name!r}][0], fromlist=['x'])\n"
+            f"p.spec({self.provider_name!r})\n"
             f"assert {self.sdk_module!r} not in sys.modules, 'SDK imported at module import'\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True)

@@ -56,7 +56,7 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Fetched
+from mlflow_secrets_helper.providers.base import Fetched, Provider, ProviderSpec, Seams
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
@@ -204,6 +204,9 @@ class AwsSecretsManagerProvider:
 
     # ----------------------------------------------------------------- identity
 
+    def warnings(self) -> tuple[str, ...]:
+        return ()
+
     def reference(self) -> str:
         suffix = ""
         if self.version is not None:
@@ -299,14 +302,12 @@ class AwsSecretsManagerProvider:
         )
 
     def _fetched(self, response: Mapping[str, object]) -> Fetched:
-        version_id = response.get("VersionId")
-        version = version_id if isinstance(version_id, str) else None
         text = response.get("SecretString")
         if isinstance(text, str):
-            return Fetched(Secret(text), version=version)
+            return Fetched(Secret(text))
         binary = response.get("SecretBinary")
         if isinstance(binary, bytes):
-            return Fetched(Secret(binary), version=version)
+            return Fetched(Secret(binary))
         raise InvalidSecret(f"AWS Secrets Manager returned no usable value for {self._what()}")
 
     def _session(self) -> BotocoreSession:
@@ -566,3 +567,39 @@ def _random() -> float:
     import random  # only a retry needs it: keep it off the cache-hit path
 
     return random.random()  # noqa: S311 - backoff jitter, not cryptography
+
+
+def _build(settings: Mapping[str, str], env: Mapping[str, str], seams: Seams) -> Provider:
+    return from_settings(settings, env)
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    toggle="MLFLOW_SECRETS_AUTH_ENABLE_AWS_SECRETS_MANAGER",
+    env_prefix="MLFLOW_AWS",
+    sdk="boto3",
+    extra="aws",
+    locator="secret_name",
+    env_settings=(
+        ("MLFLOW_AWS_SECRET_NAME", "secret_name"),
+        ("MLFLOW_AWS_SECRET_ID", "secret_name"),
+        ("MLFLOW_AWS_SECRET_VERSION", "secret_version"),
+    ),
+    settings=SETTINGS,
+    credential_variables=(
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    ),
+    location_variables=(
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    ),
+    build=_build,
+)

@@ -35,7 +35,7 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Fetched
+from mlflow_secrets_helper.providers.base import Fetched, Provider, ProviderSpec, Seams
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
@@ -186,6 +186,9 @@ class AzureKeyVaultProvider:
     def __repr__(self) -> str:
         return f"AzureKeyVaultProvider({self.reference()!r})"
 
+    def warnings(self) -> tuple[str, ...]:
+        return ()
+
     def reference(self) -> str:
         ref = f"{self.vault_url}/secrets/{self.secret_name}"
         return f"{ref}/{self.secret_version}" if self.secret_version else ref
@@ -291,7 +294,6 @@ class AzureKeyVaultProvider:
         return Fetched(
             value=Secret(secret.value),
             expires_at=expires_on.timestamp() if expires_on is not None else None,
-            version=version,
         )
 
     def _map(self, error: Exception) -> HelperError | None:
@@ -433,3 +435,35 @@ def _keep_sdk_logs_off_the_terminal() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
             logger.addHandler(logging.NullHandler())
+
+
+def _build(settings: Mapping[str, str], env: Mapping[str, str], seams: Seams) -> Provider:
+    return from_settings(settings, env)
+
+
+SPEC = ProviderSpec(
+    name=NAME,
+    toggle="MLFLOW_SECRETS_AUTH_ENABLE_AZURE_KEY_VAULT",
+    env_prefix="MLFLOW_AZURE",
+    sdk="azure.keyvault.secrets",
+    extra="azure",
+    locator="secret_name",
+    env_settings=(
+        ("MLFLOW_AZURE_KEY_VAULT_URL", "vault_url"),
+        ("MLFLOW_AZURE_SECRET_NAME", "secret_name"),
+        ("MLFLOW_AZURE_SECRET_VERSION", "secret_version"),
+    ),
+    settings=SETTINGS,
+    credential_variables=(
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "AZURE_USERNAME",
+        "AZURE_PASSWORD",
+        "AZURE_FEDERATED_TOKEN_FILE",
+    ),
+    location_variables=("AZURE_AUTHORITY_HOST",),
+    build=_build,
+)

@@ -53,7 +53,7 @@ from mlflow_secrets_helper.errors import (
     ConfigError,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Fetched
+from mlflow_secrets_helper.providers.base import Fetched, Provider, ProviderSpec, Seams
 from mlflow_secrets_helper.secret import Secret
 
 DEFAULT_K8S_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
@@ -407,12 +407,8 @@ class VaultProvider:
             raise self._unexpected(answer, what)
         body = answer.body
         data = body.get("data")
-        version: str | None = None
         if location.kv_version == 2:
-            metadata = data.get("metadata") if isinstance(data, dict) else None
             data = data.get("data") if isinstance(data, dict) else None
-            if isinstance(metadata, dict) and metadata.get("version") is not None:
-                version = str(metadata["version"])
             if data is None:
                 raise self._not_found(answer, location)
         if not isinstance(data, dict):
@@ -423,7 +419,7 @@ class VaultProvider:
             if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0
             else None
         )
-        return Fetched(value=Secret(_payload(data)), expires_at=expires_at, version=version)
+        return Fetched(value=Secret(_payload(data)), expires_at=expires_at)
 
     def _locate(self, login: _Login, deadline: float) -> _Location:
         if self._location is not None:
@@ -834,3 +830,43 @@ def _json(response: Any) -> dict[str, Any] | None:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] if text else exc.__class__.__name__
+
+
+def _build(settings: Mapping[str, str], env: Mapping[str, str], seams: Seams) -> Provider:
+    return from_settings(settings, env)
+
+
+SPEC = ProviderSpec(
+    name="vault",
+    toggle="MLFLOW_SECRETS_AUTH_ENABLE_VAULT",
+    env_prefix="MLFLOW_VAULT",
+    sdk="hvac",
+    extra="vault",
+    locator="secret_path",
+    env_settings=(
+        ("MLFLOW_VAULT_SECRET_PATH", "secret_path"),
+        ("MLFLOW_VAULT_SECRET_VERSION", "secret_version"),
+        ("MLFLOW_VAULT_MOUNT", "mount"),
+        ("MLFLOW_VAULT_KV_VERSION", "kv_version"),
+        ("MLFLOW_VAULT_AUTH_METHOD", "auth_method"),
+        ("MLFLOW_VAULT_APPROLE_MOUNT", "approle_mount"),
+        ("MLFLOW_VAULT_K8S_ROLE", "k8s_role"),
+        ("MLFLOW_VAULT_K8S_TOKEN_PATH", "k8s_token_path"),
+        ("MLFLOW_VAULT_K8S_MOUNT", "k8s_mount"),
+    ),
+    settings=SETTINGS,
+    credential_variables=(
+        "VAULT_TOKEN",
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
+        "VAULT_SECRET_ID_FILE",
+    ),
+    location_variables=(
+        "VAULT_ADDR",
+        "VAULT_NAMESPACE",
+        "VAULT_CACERT",
+        "VAULT_CAPATH",
+        "VAULT_SKIP_VERIFY",
+    ),
+    build=_build,
+)
