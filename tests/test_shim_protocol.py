@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlflow_secrets_shim.errors import HelperError
-from mlflow_secrets_shim.invocation import Completed, Credential, Refusal, parse_get_answer
+from mlflow_secrets_shim.invocation import (
+    Completed,
+    Credential,
+    Refusal,
+    Sealed,
+    parse_get_answer,
+)
 from mlflow_secrets_shim.memo import RETRY_REFRESH_AFTER, CredentialMemo
 from mlflow_secrets_shim.origin import Origin
 
@@ -29,9 +35,9 @@ def line(doc: object) -> bytes:
 
 
 def test_a_valid_answer_is_read() -> None:
-    answer = parse_get_answer(Completed(0, line({"v": 1, "ok": OK}), b""))
+    answer = parse_get_answer(Completed(0, Sealed(line({"v": 1, "ok": OK})), b""))
     assert answer == Credential(
-        "Authorization", "Bearer tok-secret-1", "hmac-0123", 2000.0, 1500.0, "backend"
+        "Authorization", Sealed("Bearer tok-secret-1"), "hmac-0123", 2000.0, 1500.0, "backend"
     )
     assert "tok-secret" not in repr(answer)
 
@@ -64,7 +70,7 @@ def test_anything_but_one_valid_line_is_rejected_without_quoting_stdout(
     returncode: int, stdout: bytes
 ) -> None:
     with pytest.raises(HelperError) as caught:
-        parse_get_answer(Completed(returncode, stdout, b""))
+        parse_get_answer(Completed(returncode, Sealed(stdout), b""))
     assert "tok-secret" not in str(caught.value)
     assert caught.value.kind == "protocol"
 
@@ -74,15 +80,15 @@ def test_refusals_and_failures() -> None:
         "v": 1,
         "err": {"kind": "host-not-allowed", "message": "no\x1b[31m", "retryable": False},
     }
-    assert parse_get_answer(Completed(1, line(refused), b"")) == Refusal(
+    assert parse_get_answer(Completed(1, Sealed(line(refused)), b"")) == Refusal(
         "host-not-allowed", "no\\x1b[31m"
     )
     not_found = {"v": 1, "err": {"kind": "not-found", "message": "no secret", "retryable": False}}
     with pytest.raises(HelperError, match="mlflow-secrets-helper: not-found: no secret"):
-        parse_get_answer(Completed(1, line(not_found), b""))
+        parse_get_answer(Completed(1, Sealed(line(not_found)), b""))
     # a "not ours" kind with the wrong exit status is a failure, not a refusal
     with pytest.raises(HelperError, match="host-not-allowed"):
-        parse_get_answer(Completed(5, line(refused), b""))
+        parse_get_answer(Completed(5, Sealed(line(refused)), b""))
 
 
 _json = st.recursive(
@@ -119,13 +125,14 @@ _answers = st.fixed_dictionaries(
 )
 def test_arbitrary_output_is_a_valid_answer_or_a_helper_error(code: int, stdout: bytes) -> None:
     try:
-        answer = parse_get_answer(Completed(code, stdout, b""))
+        answer = parse_get_answer(Completed(code, Sealed(stdout), b""))
     except HelperError:
         return
     if isinstance(answer, Credential):
         assert code == 0
-        assert answer.header_value.isascii() and answer.header_value.isprintable()
-        assert not answer.header_value.startswith(" ")
+        value = answer.header_value.expose()
+        assert value.isascii() and value.isprintable()
+        assert not value.startswith(" ")
     else:
         assert code == 1
 

@@ -63,7 +63,7 @@ class HelperAuth(AuthBase):
         for name in self._names:
             if name != credential.header_name:
                 r.headers.pop(name, None)
-        r.headers[credential.header_name] = credential.header_value
+        r.headers[credential.header_name] = credential.header_value.expose()
 
     def _strip(self, r: PreparedRequest) -> None:
         for name in self._names:
@@ -118,7 +118,8 @@ class _Exchange:
             return r
         if r.status_code not in (401, 403):
             return r
-        if request.headers.get(self.credential.header_name) != self.credential.header_value:
+        sent = request.headers.get(self.credential.header_name)
+        if sent != self.credential.header_value.expose():
             return r  # this hop did not carry the credential (a redirect removed it)
         fresh = self.auth._memo.replace(self.origin, self.credential, r.status_code)
         if fresh is None:

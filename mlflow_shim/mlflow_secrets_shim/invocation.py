@@ -3,7 +3,10 @@
 The command is absolute (the interpreter we run in, isolated, ``-m mlflow_secrets_helper``,
 or ``MLFLOW_SECRETS_HELPER_COMMAND``), the target goes in on stdin, no shell is involved,
 and the child runs in its own process group so a timeout kills everything it started.
-``get`` answers are accepted only as one JSON line of protocol version 1.
+``get`` answers are accepted only as one JSON line of protocol version 1. The helper's
+stdout is kept in a :class:`Sealed` box from the moment it is read, and the parser returns
+its verdict instead of raising where the plain answer is in scope, so no frame of a
+traceback (which crash reporters record with its local variables) holds a credential.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from mlflow_secrets_shim.errors import HelperError
 from mlflow_secrets_shim.origin import Origin
@@ -43,13 +46,39 @@ _CREDENTIAL_ID = re.compile(r"[\x21-\x7e]{1,256}")
 _KIND = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _SOURCES = frozenset({"cache", "backend", "stale"})
 
+T = TypeVar("T")
+
+
+class Sealed(Generic[T]):
+    """A credential or the helper's raw answer: ``repr`` and ``str`` never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def expose(self) -> T:
+        """The value itself; call only where it must go out (the request's header)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Sealed(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sealed) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
 
 @dataclass(frozen=True)
 class Credential:
-    """One header from the helper; its value never appears in ``repr``."""
+    """One header from the helper; its value is sealed."""
 
     header_name: str
-    header_value: str = field(repr=False)
+    header_value: Sealed[str]
     credential_id: str
     expires_at: float | None
     refresh_after: float | None
@@ -70,7 +99,7 @@ Answer = Credential | Refusal
 @dataclass(frozen=True)
 class Completed:
     returncode: int
-    stdout: bytes
+    stdout: Sealed[bytes]
     stderr: bytes
 
 
@@ -120,6 +149,7 @@ class HelperProcess:
                 f"{COMMAND_VARIABLE} must start with an absolute path to the helper",
                 kind="config",
             )
+        _check_program(words[0])
         return words
 
     def timeout(self) -> float:
@@ -141,6 +171,27 @@ class HelperProcess:
                 f"cannot run mlflow-secrets-helper ({argv[0]}): {exc.strerror or exc}",
                 kind="config",
             ) from None
+
+
+def _check_program(program: str) -> None:
+    """Refuse a helper program that another user could replace: the file and its
+    directory (as named and with symlinks resolved) must be owned by us or root and not
+    writable by group or others, the rule the helper applies to its config file."""
+    named, real = Path(program), Path(program).resolve()
+    for place in dict.fromkeys((named, named.parent, real, real.parent)):
+        try:
+            info = place.stat()
+        except OSError:
+            continue  # a missing program is reported when it is run
+        if info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
+            who = "writable by group or others" if info.st_mode & 0o022 else "owned by another user"
+            shown = printable(str(place))
+            raise HelperError(
+                f"{COMMAND_VARIABLE} names {printable(program)}, but {shown} is {who}, "
+                f"so another user could change what runs; refusing to run it "
+                f"(fix with: chmod go-w {shown})",
+                kind="config",
+            )
 
 
 def run_process_group(
@@ -182,15 +233,19 @@ def run_process_group(
 
 def _read_until_eof(
     proc: subprocess.Popen[bytes], deadline: float, name: str
-) -> tuple[bytes, bytes]:
+) -> tuple[Sealed[bytes], bytes]:
     assert proc.stdout is not None and proc.stderr is not None
-    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    # stdout goes into a sealed buffer: a timeout raised here leaves no plain copy in a frame
+    out: Sealed[bytearray] = Sealed(bytearray())
+    err = bytearray()
+    buffers = {proc.stdout.fileno(): out.expose(), proc.stderr.fileno(): err}
     with selectors.DefaultSelector() as selector:
         for fd in buffers:
             selector.register(fd, selectors.EVENT_READ)
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                del buffers  # no plain copy of stdout in this frame's locals
                 raise _timed_out(None)
             for key, _ in selector.select(remaining):
                 fd = int(key.fd)
@@ -199,12 +254,14 @@ def _read_until_eof(
                     selector.unregister(fd)
                     continue
                 buffers[fd] += chunk
+                del chunk
                 if len(buffers[fd]) > MAX_OUTPUT:
+                    del buffers
                     raise HelperError(
                         f"mlflow-secrets-helper ({name}) printed more than {MAX_OUTPUT} bytes; "
                         "it was stopped"
                     )
-    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()])
+    return Sealed(bytes(out.expose())), bytes(err)
 
 
 def _timed_out(timeout: float | None) -> HelperError:
@@ -227,77 +284,94 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def parse_get_answer(done: Completed) -> Answer:
     """Validate the helper's ``--format json get`` output; raise :class:`HelperError`."""
+    verdict = _verdict(done)
+    if isinstance(verdict, HelperError):
+        raise verdict
+    return verdict
+
+
+def _verdict(done: Completed) -> Answer | HelperError:
+    """The answer, or the error to raise; never raises while the plain answer is in scope."""
     document = _one_json_line(done)
+    if isinstance(document, HelperError):
+        return document
     if set(document) == {"v", "ok"} and done.returncode == 0:
         return _credential(document["ok"], done)
     if set(document) == {"v", "err"} and done.returncode != 0:
         err = document["err"]
         if not isinstance(err, dict):
-            raise _malformed(done, "err is not an object")
+            return _malformed(done, "err is not an object")
         kind, message = err.get("kind"), err.get("message")
         if not isinstance(kind, str) or not _KIND.fullmatch(kind) or not isinstance(message, str):
-            raise _malformed(done, "err needs a kind and a message")
+            return _malformed(done, "err needs a kind and a message")
         retryable = err.get("retryable") is True
         if kind in NOT_OURS and done.returncode == 1:
             return Refusal(kind, printable(message))
-        raise HelperError(
+        return HelperError(
             f"mlflow-secrets-helper: {kind}: {printable(message)}", kind=kind, retryable=retryable
         )
-    raise _malformed(done, "the answer must be ok with exit status 0 or err with a failure status")
+    return _malformed(done, "the answer must be ok with exit status 0 or err with a failure status")
 
 
-def _one_json_line(done: Completed) -> dict[str, Any]:
-    if not done.stdout:
-        raise _malformed(done, "nothing on stdout")
-    if done.stdout.count(b"\n") != 1 or not done.stdout.endswith(b"\n"):
-        raise _malformed(done, "stdout must be exactly one line")
+def _one_json_line(done: Completed) -> dict[str, Any] | HelperError:
+    stdout = done.stdout.expose()
+    if not stdout:
+        return _malformed(done, "nothing on stdout")
+    if stdout.count(b"\n") != 1 or not stdout.endswith(b"\n"):
+        return _malformed(done, "stdout must be exactly one line")
     try:
-        document = json.loads(done.stdout.decode("utf-8"))
+        document = json.loads(stdout.decode("utf-8"))
     except ValueError:
-        raise _malformed(done, "stdout is not JSON") from None
+        return _malformed(done, "stdout is not JSON")
     if not isinstance(document, dict):
-        raise _malformed(done, "stdout is not a JSON object")
+        return _malformed(done, "stdout is not a JSON object")
     version = document.get("v")
     if type(version) is not int or version != 1:
-        raise _malformed(done, "unsupported protocol version")
+        return _malformed(done, "unsupported protocol version")
     return document
 
 
-def _credential(ok: object, done: Completed) -> Credential:
+def _credential(ok: object, done: Completed) -> Credential | HelperError:
     if not isinstance(ok, dict):
-        raise _malformed(done, "ok is not an object")
+        return _malformed(done, "ok is not an object")
     header = ok.get("header")
     if not isinstance(header, dict):
-        raise _malformed(done, "ok.header is not an object")
+        return _malformed(done, "ok.header is not an object")
     name, value = header.get("name"), header.get("value")
     if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-        raise _malformed(done, "ok.header.name is not a valid header name")
+        return _malformed(done, "ok.header.name is not a valid header name")
     if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
-        raise _malformed(done, "ok.header.value is not a valid header value")
+        return _malformed(done, "ok.header.value is not a valid header value")
     credential_id = ok.get("credential_id")
     if not isinstance(credential_id, str) or not _CREDENTIAL_ID.fullmatch(credential_id):
-        raise _malformed(done, "ok.credential_id is missing or invalid")
+        return _malformed(done, "ok.credential_id is missing or invalid")
     source = ok.get("source")
     if source not in _SOURCES:
-        raise _malformed(done, "ok.source is not cache, backend or stale")
+        return _malformed(done, "ok.source is not cache, backend or stale")
+    times = [_timestamp(ok, key, done) for key in ("expires_at", "refresh_after")]
+    for moment in times:
+        if isinstance(moment, HelperError):
+            return moment
+    expires_at, refresh_after = times
+    assert not isinstance(expires_at, HelperError) and not isinstance(refresh_after, HelperError)
     return Credential(
         header_name=name,
-        header_value=value,
+        header_value=Sealed(value),
         credential_id=credential_id,
-        expires_at=_timestamp(ok, "expires_at", done),
-        refresh_after=_timestamp(ok, "refresh_after", done),
+        expires_at=expires_at,
+        refresh_after=refresh_after,
         source=str(source),
     )
 
 
-def _timestamp(ok: dict[str, Any], key: str, done: Completed) -> float | None:
+def _timestamp(ok: dict[str, Any], key: str, done: Completed) -> float | HelperError | None:
     if key not in ok:
-        raise _malformed(done, f"ok.{key} is missing")
+        return _malformed(done, f"ok.{key} is missing")
     value = ok[key]
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _malformed(done, f"ok.{key} is not a unix time or null")
+        return _malformed(done, f"ok.{key} is not a unix time or null")
     return float(value)
 
 
