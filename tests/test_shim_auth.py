@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from mlflow_secrets_shim.auth import HelperAuth
 from mlflow_secrets_shim.errors import HelperError
 from mlflow_secrets_shim.invocation import HelperProcess
-from mlflow_secrets_shim.memo import CredentialMemo
+from mlflow_secrets_shim.memo import RECHECK_401_AFTER, CredentialMemo
 from mlflow_secrets_shim.origin import Origin
 from tests.shim_fakes import FakeHelper, LoopbackServer, loopback_server
 
@@ -345,6 +346,39 @@ def test_genuine_401_is_not_retried_in_a_loop(
         assert session.get(f"{server.url}/protected", auth=auth).status_code == 401
     assert len(server.seen) == 5
     assert len(fake.calls("erase")) == 1
+
+
+def test_server_changed_before_the_store_recovers_after_the_recheck_period(
+    fake: FakeHelper, server: LoopbackServer, make_auth: MakeAuth, session: requests.Session
+) -> None:
+    now = [1000.0]
+    protect(server, fake, "Authorization", SECRET)
+    auth = make_auth(clock=lambda: now[0])
+    assert session.get(f"{server.url}/protected", auth=auth).status_code == 200
+    server.accept = {("Authorization", ROTATED)}  # the server first; the store still has SECRET
+    for _ in range(50):  # a storm of refused requests within one second
+        assert session.get(f"{server.url}/protected", auth=auth).status_code == 401
+        now[0] += 0.02
+    assert len(fake.calls("erase")) == 1  # one check: the store still had the old secret
+    fake.set_secret(server.netloc, "Authorization", ROTATED)  # now the store
+    now[0] += RECHECK_401_AFTER
+    assert session.get(f"{server.url}/protected", auth=auth).status_code == 200
+    assert len(fake.calls("erase")) == 2
+    assert session.get(f"{server.url}/protected", auth=auth).status_code == 200
+    assert len(fake.calls("erase")) == 2
+
+
+def test_a_401_storm_costs_one_check_per_recheck_period(
+    fake: FakeHelper, server: LoopbackServer, make_auth: MakeAuth, session: requests.Session
+) -> None:
+    now = [1000.0]
+    fake.set_secret(server.netloc, "Authorization", SECRET)
+    server.accept = set()
+    auth = make_auth(clock=lambda: now[0])
+    for _ in range(50):  # 50 refused requests over 10 s
+        assert session.get(f"{server.url}/protected", auth=auth).status_code == 401
+        now[0] += 0.2
+    assert len(fake.calls("erase")) == math.ceil(10 / RECHECK_401_AFTER)
 
 
 def test_a_helper_failure_during_the_401_refresh_raises_and_sends_nothing_more(

@@ -14,6 +14,7 @@ import logging
 import shlex
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,36 @@ def test_password_rotation_is_transparent(
     (tmp_path / "dl").mkdir()
     back = Path(repo.download_artifacts("model.bin", str(tmp_path / "dl")))
     assert back.read_bytes() == payload.read_bytes()
+
+
+def test_password_changed_on_the_server_before_the_store(
+    basic: tuple[Shim, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow_secrets_shim.memo import RECHECK_401_AFTER
+
+    shim, user = basic
+    client = shim.client
+    run_id = client.create_run(client.create_experiment(f"rev-{uuid.uuid4().hex[:8]}")).info.run_id
+    client.log_metric(run_id, "m", 0.0, step=0)
+    caplog.set_level(logging.DEBUG, logger="mlflow_secrets_shim")
+
+    new = f"{user}-password-2"
+    shim.server.set_password(user, new)  # the server first: the store still has the old one
+    started = time.monotonic()
+    for _ in range(50):
+        with pytest.raises(MlflowException) as caught:
+            client.log_metric(run_id, "m", 1.0, step=1)
+        assert caught.value.error_code == "UNAUTHENTICATED"
+    checks = shim.calls("erase")
+    assert 1 <= checks <= 1 + (time.monotonic() - started) / RECHECK_401_AFTER
+    shim.store({"username": user, "password": new})
+    time.sleep(RECHECK_401_AFTER)
+    client.log_metric(run_id, "m", 2.0, step=2)  # the first request after the period recovers
+    assert shim.calls("erase") == checks + 1
+    assert _resends(caplog) == 1
+    client.log_metric(run_id, "m", 3.0, step=3)
+    assert [m.step for m in client.get_metric_history(run_id, "m")] == [0, 2, 3]
+    assert shim.calls("erase") == checks + 1
 
 
 def test_eight_threads_logging_across_a_rotation_lose_nothing(

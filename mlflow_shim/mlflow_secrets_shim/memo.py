@@ -32,8 +32,10 @@ FAILURE_REUSE = 2.0
 # When a scheduled refresh fails but the old credential has not expired, keep using it and
 # try again after this long.
 RETRY_REFRESH_AFTER = 15.0
-# A credential the helper confirmed after a 401 is not erased again for this long.
-REJECTION_REUSE = 30.0
+# A credential the helper confirmed after a 401 (the store still holds it: the server was
+# changed first) is checked again after this long, so the job recovers once the store is
+# updated, while a storm of 401s causes at most one backend read per credential per period.
+RECHECK_401_AFTER = 3.0
 
 
 class Helper(Protocol):
@@ -103,7 +105,7 @@ class CredentialMemo:
                 slot.rejected_403.add(rejected.credential_id)
             else:
                 checked = slot.rejected_401.get(rejected.credential_id)
-                if checked is not None and now - checked < REJECTION_REUSE:
+                if checked is not None and now - checked < RECHECK_401_AFTER:
                     return None
                 if len(slot.rejected_401) > 64:
                     slot.rejected_401.clear()
