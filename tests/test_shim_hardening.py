@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -116,3 +117,29 @@ def test_a_helper_command_only_we_can_change_runs(fake: FakeHelper, tmp_path: Pa
     answer = HelperProcess(environ=env).get(ORIGIN)
     assert answer.header_value.expose() == CANARY
     assert fake.calls() == [f"get {ORIGIN.netloc}"]
+
+
+def test_on_windows_the_plugin_fails_with_one_line() -> None:
+    """Simulated: no fcntl, no process groups, no fork hooks, no POSIX user ids."""
+    code = (
+        "import os, sys, random, requests\n"  # the standard library's own checks ran already
+        "sys.modules['fcntl'] = None\n"
+        "for name in ('register_at_fork', 'killpg', 'geteuid'):\n"
+        "    delattr(os, name)\n"
+        "sys.platform = 'win32'\n"
+        "from mlflow_secrets_shim.auth import HelperAuth\n"
+        "from mlflow_secrets_shim.errors import HelperError\n"
+        "request = requests.Request('GET', 'https://mlflow.example.com/api', auth=HelperAuth())\n"
+        "try:\n"
+        "    request.prepare()\n"
+        "except HelperError as exc:\n"
+        "    print(exc.kind, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stderr == ""
+    assert out.stdout == (
+        "config mlflow-secrets-helper runs on Linux and macOS only, not on win32; "
+        "on Windows, run MLflow inside WSL\n"
+    )

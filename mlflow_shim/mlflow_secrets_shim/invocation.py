@@ -163,6 +163,7 @@ class HelperProcess:
         return backend + STARTUP_ALLOWANCE
 
     def _call(self, args: list[str], stdin: bytes) -> Completed:
+        check_platform()
         argv = [*self.command(), *args]
         try:
             return self._runner(argv, stdin, self.timeout(), self._environ)
@@ -171,6 +172,20 @@ class HelperProcess:
                 f"cannot run mlflow-secrets-helper ({argv[0]}): {exc.strerror or exc}",
                 kind="config",
             ) from None
+
+
+#: what the plugin and the helper run on (process groups, flock, POSIX permissions)
+SUPPORTED = "Linux and macOS"
+
+
+def check_platform() -> None:
+    """Fail with one line where the helper cannot run (Windows: use WSL)."""
+    if sys.platform == "win32" or not hasattr(os, "killpg") or not hasattr(os, "geteuid"):
+        raise HelperError(
+            f"mlflow-secrets-helper runs on {SUPPORTED} only, not on {sys.platform}; "
+            "on Windows, run MLflow inside WSL",
+            kind="config",
+        )
 
 
 def _check_program(program: str) -> None:

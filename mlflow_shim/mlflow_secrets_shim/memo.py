@@ -199,4 +199,5 @@ def _reinit_after_fork() -> None:
         memo._after_fork()
 
 
-os.register_at_fork(after_in_child=_reinit_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere the helper refuses to run anyway
+    os.register_at_fork(after_in_child=_reinit_after_fork)
