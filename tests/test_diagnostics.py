@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_secrets_helper import diagnostics
-from mlflow_secrets_helper.errors import InvalidInput
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper import providers
 from tests.conftest import Result
 from tests.support.moto_server import AwsBackend
 
@@ -494,7 +492,7 @@ def test_canary_never_appears_in_info_or_doctor(
     secret_id_file = tmp_path / "secret-id"
     secret_id_file.write_text(canary)
     credentials = {
-        name: canary for names in diagnostics.CREDENTIAL_VARIABLES.values() for name in names
+        name: canary for spec in providers.specs() for name in spec.credential_variables
     }
     credentials["VAULT_SECRET_ID_FILE"] = str(secret_id_file)
     server = stub_server(expected=f"Bearer {canary}")
@@ -540,75 +538,3 @@ def test_info_imports_no_sdk(env: dict[str, str]) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-
-
-# -- in-process pieces ----------------------------------------------------------------------------
-
-
-def test_run_rejects_unknown_use() -> None:
-    with pytest.raises(InvalidInput):
-        diagnostics.run("info", rest=["x"], as_json=False, dry_run=None, timeout=None, env={})
-    with pytest.raises(InvalidInput):
-        diagnostics.run("info", rest=[], as_json=False, dry_run="https://h", timeout=None, env={})
-
-
-def test_describe_header_shows_name_and_scheme_only() -> None:
-    bearer = Credential.bearer("abc.def")
-    basic = Credential.basic("alice", "pw")
-    assert (
-        diagnostics.describe_header("Authorization", bearer) == "Authorization: Bearer <redacted>"
-    )
-    assert diagnostics.describe_header("X-Auth", basic) == "X-Auth: Basic <redacted>"
-
-
-@pytest.mark.parametrize(
-    ("url", "origin"),
-    [
-        ("https://H.example.com/x", ("https", "h.example.com", 443)),
-        ("http://127.0.0.1:5000/", ("http", "127.0.0.1", 5000)),
-        ("http://[::1]:80", ("http", "::1", 80)),
-        ("ftp://h.example.com", None),
-        ("https://h.example.com:99999", None),
-    ],
-)
-def test_origin_of(url: str, origin: tuple[str, str, int] | None) -> None:
-    assert diagnostics.origin_of(url) == origin
-
-
-def test_display_url_drops_userinfo_and_query() -> None:
-    shown = diagnostics._display_url("https://user:pw@vault.example.com:8200/v1?token=x#f")
-    assert shown == "https://vault.example.com:8200/v1"
-
-
-@pytest.mark.parametrize(
-    ("status", "refused", "state", "code"),
-    [
-        (200, None, "ok", 0),
-        (204, None, "ok", 0),
-        (401, None, "FAIL", 3),
-        (403, None, "FAIL", 3),
-        (302, "https://login.example.com/", "FAIL", 1),
-        (404, None, "FAIL", 1),
-        (503, None, "FAIL", 4),
-    ],
-)
-def test_judge(status: int, refused: str | None, state: str, code: int) -> None:
-    check = diagnostics._judge("dry run", status, refused, "Authorization")
-    assert (check.status, check.exit_code) == (state, code)
-    if state == "FAIL" and status != 503:
-        assert check.hints
-
-
-def test_unreadable_ca_bundle_is_a_configuration_failure(tmp_path: Path) -> None:
-    from mlflow_secrets_helper.target import Target
-
-    check = diagnostics.send_request(
-        Target("https", "mlflow.example.com", 443),
-        "",
-        "Authorization",
-        Credential.bearer("t").header_value(),
-        timeout=1,
-        env={"REQUESTS_CA_BUNDLE": str(tmp_path / "missing.pem")},
-    )
-    assert (check.status, check.exit_code) == ("FAIL", 5)
-    assert "REQUESTS_CA_BUNDLE" in check.message
