@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlflow_secrets_helper.cache import counters, entry, files, keystore, lock
+from mlflow_secrets_helper.cache import counters, entry, files, keystore
 from mlflow_secrets_helper.cache.entry import CacheIdentity, Entry, Keys
 from mlflow_secrets_helper.cache.keystore import KeyLocation, MasterKey
 from mlflow_secrets_helper.secret import Credential, constant_time_equal
@@ -255,6 +255,8 @@ class Cache:
         """
         if not self.enabled:
             return _not_held()
+        from mlflow_secrets_helper.cache import lock  # only a miss takes a lock
+
         return lock.hold(self._path(identity.associated_data(), LOCK_SUFFIX), deadline)
 
     def record(self, hit: bool) -> None:
