@@ -176,6 +176,28 @@ def link_new(data: bytes, path: str) -> None:
     fsync_directory(os.path.dirname(path))  # noqa: PTH120
 
 
+def remove_exact(path: str, inode: tuple[int, int]) -> bool:
+    """Delete ``path`` only if it is still the file (device, inode) we read; True if so.
+
+    The file is moved aside first, and deleted only if it is that one; a file written
+    in between is put back (unless an even newer one already took its place).
+    """
+    aside = temp_name(os.path.dirname(path))  # noqa: PTH120
+    try:
+        os.rename(path, aside)  # noqa: PTH104
+    except OSError:
+        return False
+    try:
+        moved = os.lstat(aside)
+        if (moved.st_dev, moved.st_ino) == inode:
+            return True
+        with suppress(OSError):
+            os.link(aside, path)
+        return False
+    finally:
+        unlink_quietly(aside)
+
+
 def fsync_directory(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

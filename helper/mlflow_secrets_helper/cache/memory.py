@@ -23,7 +23,7 @@ class CacheMemory:
     """The :class:`~mlflow_secrets_helper.providers.base.Memory` of one cache.
 
     It follows the cache: while the cache is disabled (or after ``clear``) it
-    remembers nothing.
+    remembers nothing. It uses the cache's directory, keys and clock (same package).
     """
 
     def __init__(self, cache: Cache) -> None:

@@ -195,22 +195,7 @@ class Cache:
             return False
         if not constant_time_equal(found.credential_id.encode(), credential_id.encode()):
             return False
-        # Move the file aside, then delete it only if it is the one we compared; an entry
-        # written in between is put back (unless an even newer one already took its place).
-        aside = files.temp_name(self._dir)
-        try:
-            os.rename(path, aside)  # noqa: PTH104
-        except OSError:
-            return False
-        try:
-            moved = os.lstat(aside)
-            if (moved.st_dev, moved.st_ino) == inode:
-                return True
-            with suppress(OSError):
-                os.link(aside, path)
-            return False
-        finally:
-            files.unlink_quietly(aside)
+        return files.remove_exact(path, inode)
 
     def clear(self) -> int:
         """Remove every entry, note, lock, counter, stray temp file and the key; count the
