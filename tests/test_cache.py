@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, Entry
+from mlflow_secrets_helper.providers.base import Memory
 from mlflow_secrets_helper.secret import Credential
 
 TOKEN = "tok-Zq8vXw3LmNpR7sTu"
@@ -781,9 +782,130 @@ def test_import_stays_lean() -> None:
     code = (
         "import sys, mlflow_secrets_helper.cache; "
         "print(' '.join(m for m in ('random', 'secrets', 'logging', 'platformdirs', "
-        "'subprocess') if m in sys.modules))"
+        "'subprocess', 'hashlib', 'hmac', 'dataclasses', 'threading', 'fcntl', "
+        "'mlflow_secrets_helper.cache.memory', 'mlflow_secrets_helper.providers') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == ""
+
+
+# -- providers' memory ---------------------------------------------------------------------------
+
+NOTE_KEY = f"vault kv-mount https://{HOST}:8200 {SECRET_REF}"
+
+
+def note_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.note"))
+
+
+def test_memory_round_trip_across_instances(cache_dir: Path, clock: Clock) -> None:
+    cache, _ = open_cache(cache_dir, clock)
+    memory: Memory = cache.memory()
+    assert memory.recall(NOTE_KEY) is None
+    memory.remember(NOTE_KEY, "kv-prod/", ttl=3600)
+
+    assert open_cache(cache_dir, clock)[0].memory().recall(NOTE_KEY) == "kv-prod/"
+    assert memory.recall(NOTE_KEY + "/other") is None
+    (path,) = note_files(cache_dir)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    on_disk = path.name.encode() + path.read_bytes()
+    for needle in (b"kv-prod", HOST.encode(), SECRET_REF.encode(), b"vault"):
+        assert needle not in on_disk
+    memory.remember(NOTE_KEY, "kv-v2/", ttl=3600)
+    assert memory.recall(NOTE_KEY) == "kv-v2/" and len(note_files(cache_dir)) == 1
+
+
+def test_memory_honours_the_ttl(cache_dir: Path, clock: Clock) -> None:
+    memory = open_cache(cache_dir, clock)[0].memory()
+    memory.remember(NOTE_KEY, "kv/", ttl=60)
+    clock.now -= 1  # dated in the future: the clock went back
+    assert memory.recall(NOTE_KEY) is None
+    clock.now += 1
+    memory.remember(NOTE_KEY, "kv/", ttl=60)
+    clock.now += 59
+    assert memory.recall(NOTE_KEY) == "kv/"
+    clock.now += 1
+    assert memory.recall(NOTE_KEY) is None
+    assert note_files(cache_dir) == []  # an expired note of ours is removed
+    memory.remember(NOTE_KEY, "kv/", ttl=0)
+    assert note_files(cache_dir) == []
+
+
+def test_memory_rejects_large_notes(cache_dir: Path) -> None:
+    memory = open_cache(cache_dir)[0].memory()
+    memory.remember(NOTE_KEY, "x" * 4097, ttl=60)
+    memory.remember("k" * 5000, "x", ttl=60)
+    memory.remember("\ud800", "x", ttl=60)  # not encodable: still no exception
+    assert note_files(cache_dir) == [] and memory.recall("k" * 5000) is None
+    memory.remember(NOTE_KEY, "x" * 4096, ttl=60)
+    assert memory.recall(NOTE_KEY) == "x" * 4096
+
+
+def test_notes_and_entries_stay_apart(cache_dir: Path) -> None:
+    cache, _ = open_cache(cache_dir)
+    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    memory = cache.memory()
+    memory.remember(NOTE_KEY, "kv/", ttl=300)
+    (entry,), (note,) = entry_files(cache_dir), note_files(cache_dir)
+
+    shutil.copyfile(note, entry)  # a note where the entry should be: a miss, and removed
+    assert cache.get(IDENTITY) is None and not entry.exists()
+    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    shutil.copyfile(entry, note)
+    assert memory.recall(NOTE_KEY) is None and not note.exists()
+    assert cache.get(IDENTITY) is not None
+
+
+def test_memory_tolerates_trouble(cache_dir: Path, tmp_path: Path) -> None:
+    cache, _ = open_cache(cache_dir)
+    memory = cache.memory()
+    memory.remember(NOTE_KEY, "kv/", ttl=300)
+    (note,) = note_files(cache_dir)
+    note.unlink()
+    note.mkdir(mode=0o700)  # a directory in its place: cannot be read nor replaced
+    assert memory.recall(NOTE_KEY) is None
+    memory.remember(NOTE_KEY, "kv/", ttl=300)
+    note.rmdir()
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"anything")
+    note.symlink_to(planted)
+    assert memory.recall(NOTE_KEY) is None and not note.is_symlink()
+    note.write_bytes(b"MSHNOTES" + os.urandom(80))
+    note.chmod(0o600)
+    assert memory.recall(NOTE_KEY) is None and not note.exists()
+
+
+def test_disabled_cache_memory_remembers_nothing(cache_dir: Path) -> None:
+    cache_dir.mkdir(mode=0o755)
+    cache_dir.chmod(0o755)
+    memory = open_cache(cache_dir)[0].memory()
+    memory.remember(NOTE_KEY, "kv/", ttl=300)
+    assert memory.recall(NOTE_KEY) is None
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_status_ignores_notes_and_clear_removes_them(cache_dir: Path) -> None:
+    cache, _ = open_cache(cache_dir)
+    memory = cache.memory()
+    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    memory.remember(NOTE_KEY, "kv/", ttl=300)
+    memory.remember(NOTE_KEY + "2", "kv2/", ttl=300)
+    assert cache.status().entries == 1
+
+    assert cache.clear() == 1
+    assert note_files(cache_dir) == []
+    memory.remember(NOTE_KEY, "kv/", ttl=300)  # the cleared cache is off until the next run
+    assert memory.recall(NOTE_KEY) is None and note_files(cache_dir) == []
+
+
+def test_old_notes_are_swept(cache_dir: Path) -> None:
+    cache, _ = open_cache(cache_dir)
+    cache.memory().remember(NOTE_KEY, "kv/", ttl=300)
+    (note,) = note_files(cache_dir)
+    month_ago = time.time() - 30 * 86400
+    os.utime(note, (month_ago, month_ago))
+    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    assert not note.exists()

@@ -1,0 +1,325 @@
+"""The cache of one directory: where entries, locks, counters and notes are placed.
+
+:class:`Cache` joins the pieces: the key from :mod:`.keystore`, the sealed format
+of :mod:`.entry`, the private files of :mod:`.files`, locks and counters. It never
+raises for disk trouble and prints nothing: problems go to the ``warn`` callback
+once, and everything unusable on disk is a miss.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from mlflow_secrets_helper.cache import counters, entry, files, keystore
+from mlflow_secrets_helper.cache.entry import CacheIdentity, Entry, Keys
+from mlflow_secrets_helper.cache.keystore import KeyLocation, MasterKey
+from mlflow_secrets_helper.secret import Credential, constant_time_equal
+
+if TYPE_CHECKING:
+    from mlflow_secrets_helper.providers.base import Memory
+
+ENTRY_SUFFIX = ".entry"
+LOCK_SUFFIX = ".lock"
+NOTE_SUFFIX = ".note"
+_ORPHAN_MAX_AGE = 7 * 86400.0  # entries of another key, and notes, untouched this long
+
+
+class CacheStatus(NamedTuple):
+    """What ``cache status``, ``info`` and ``doctor`` show about the cache."""
+
+    enabled: bool
+    directory: Path
+    entries: int
+    hits: int
+    misses: int
+    key_location: KeyLocation
+    key_path: Path | None
+    warnings: tuple[str, ...]
+
+
+class Cache:
+    """The cache in one directory. Build it with :meth:`open`; it never raises for disk trouble."""
+
+    def __init__(
+        self,
+        directory: Path,
+        key: MasterKey | None,
+        *,
+        clock: Callable[[], float],
+        warn: Callable[[str], None],
+        runtime_dir: Path | None,
+        warnings: tuple[str, ...],
+        clearable: bool,
+    ) -> None:
+        self.directory = directory
+        self.enabled = key is not None
+        self._dir = os.fspath(directory)
+        self._clock = clock
+        self._warn = warn
+        # A disabled cache still builds entries (credential ids need a key): a throwaway one.
+        self._keys = Keys.derive(key.secret if key is not None else os.urandom(32))
+        self._key_location: KeyLocation = key.location if key is not None else "none"
+        self._key_path = key.path if key is not None else None
+        self._runtime_dir = runtime_dir
+        self._warnings = warnings
+        self._clearable = clearable
+        self._write_warned = False
+
+    def __repr__(self) -> str:
+        return f"Cache({self._dir!r}, enabled={self.enabled})"
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        runtime_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        warn: Callable[[str], None] = lambda message: None,
+    ) -> Cache:
+        """Open (creating if needed) the cache in ``directory``.
+
+        An unusable directory or key gives a disabled cache after one ``warn`` line:
+        nothing is read or written, but :meth:`put` still builds entries.
+        """
+        path = os.fspath(directory)
+        try:
+            files.prepare_directory(path)
+            key = keystore.load(path, runtime_dir)
+        except files.Refused as refused:
+            line = f"cache disabled: {refused}"
+            warn(line)
+            return cls(
+                directory,
+                None,
+                clock=clock,
+                warn=warn,
+                runtime_dir=runtime_dir,
+                warnings=(line,),
+                clearable=files.is_own_directory(path),
+            )
+        return cls(
+            directory,
+            key,
+            clock=clock,
+            warn=warn,
+            runtime_dir=runtime_dir,
+            warnings=key.notes,
+            clearable=True,
+        )
+
+    # -- entries ------------------------------------------------------------------------------
+
+    def credential_id(self, identity: CacheIdentity, credential: Credential) -> str:
+        """A keyed fingerprint of the credential for this identity; never a plain hash."""
+        return entry.credential_id(self._keys, identity.associated_data(), credential)
+
+    def get(self, identity: CacheIdentity) -> Entry | None:
+        """The stored entry for ``identity`` (possibly expired), or None.
+
+        A file that is torn, tampered, written for another identity, foreign-owned,
+        too open or a symlink is a miss; when it is ours it is removed.
+        """
+        if not self.enabled:
+            return None
+        aad = identity.associated_data()
+        path = self._path(aad, ENTRY_SUFFIX)
+        data, inode = files.read_or_discard(path, entry.MAX_ENTRY_BYTES)
+        if not data:
+            return None
+        found = entry.decode(self._keys, aad, data)
+        if found is None:
+            files.remove_if_ours(path, inode)
+        return found
+
+    def put(
+        self,
+        identity: CacheIdentity,
+        credential: Credential,
+        *,
+        ttl: float,
+        backend_expires_at: float | None,
+    ) -> Entry:
+        """Build the entry for a freshly fetched credential and store it atomically.
+
+        ``expires_at`` is ``min(now + ttl, backend_expires_at)``; ``refresh_after`` lies at a
+        random 75-90 % of that lifetime. With ``ttl <= 0``, an already expired backend
+        lifetime or a disabled cache nothing is written.
+        """
+        aad = identity.associated_data()
+        now = self._clock()
+        built = entry.new_entry(
+            self._keys,
+            aad,
+            credential,
+            now=now,
+            ttl=ttl,
+            backend_expires_at=backend_expires_at,
+            draw=entry.uniform(),
+        )
+        if not self.enabled or ttl <= 0 or built.expires_at <= now:
+            return built
+        data = entry.encode(self._keys, aad, built, os.urandom(12))
+        with suppress(OSError):
+            self._sweep()
+        self._write(self._keys.file_stem(aad) + ENTRY_SUFFIX, data)
+        return built
+
+    def erase(self, identity: CacheIdentity, credential_id: str | None = None) -> bool:
+        """Delete the entry for ``identity``; True if something was deleted.
+
+        With ``credential_id`` this is compare-and-delete: the entry goes only if it still
+        holds that credential, so a fresh credential another process just stored survives.
+        """
+        if not self.enabled:
+            return False
+        aad = identity.associated_data()
+        path = self._path(aad, ENTRY_SUFFIX)
+        if credential_id is None:
+            try:
+                os.unlink(path)  # noqa: PTH108
+            except OSError:
+                return False
+            return True
+        data, inode = files.read_or_discard(path, entry.MAX_ENTRY_BYTES)
+        if not data:
+            return False
+        found = entry.decode(self._keys, aad, data)
+        if found is None:
+            files.remove_if_ours(path, inode)
+            return False
+        if not constant_time_equal(found.credential_id.encode(), credential_id.encode()):
+            return False
+        return files.remove_exact(path, inode)
+
+    def clear(self) -> int:
+        """Remove every entry, note, lock, counter, stray temp file and the key; count the
+        entries.
+
+        The next :meth:`open` makes a new key. This also works on a cache that is disabled
+        because of a loose or broken file, as long as the directory itself is ours.
+        """
+        removed = 0
+        if self._clearable:
+            for name in files.list_names(self._dir):
+                ours = (
+                    name.endswith((ENTRY_SUFFIX, NOTE_SUFFIX, LOCK_SUFFIX))
+                    or name.startswith(files.TMP_PREFIX)
+                    or name in (keystore.KEY_FILE, *counters.FILES.values())
+                )
+                if not ours:
+                    continue
+                try:
+                    os.unlink(f"{self._dir}/{name}")  # noqa: PTH108
+                except OSError:
+                    continue
+                if name.endswith(ENTRY_SUFFIX):
+                    removed += 1
+        keystore.forget(self._dir, self._runtime_dir, self._key_path)
+        # This instance's key is gone from disk: stop using it.
+        if self.enabled:
+            self.enabled = False
+            self._keys = Keys.derive(os.urandom(32))
+            self._warnings = ("the cache was cleared; it is used again from the next run",)
+            self._key_location = "none"
+            self._key_path = None
+        return removed
+
+    # -- locks, counters, status, memory ------------------------------------------------------
+
+    def lock(self, identity: CacheIdentity, deadline: float) -> AbstractContextManager[bool]:
+        """Hold the per-entry lock; yields True if it was acquired before ``deadline``.
+
+        ``deadline`` is a :func:`time.monotonic` value. On False the caller proceeds
+        without the lock (a slow holder never blocks a fetch past its deadline).
+        """
+        if not self.enabled:
+            return _not_held()
+        from mlflow_secrets_helper.cache import lock  # only a miss takes a lock
+
+        return lock.hold(self._path(identity.associated_data(), LOCK_SUFFIX), deadline)
+
+    def record(self, hit: bool) -> None:
+        """Count one cache hit or miss in counters shared by all processes."""
+        if self.enabled:
+            counters.record(self._dir, hit)
+
+    def status(self) -> CacheStatus:
+        """Location, entry count, hit counters, where the key is, and security warnings.
+
+        Memory notes are not counted: they are not credentials.
+        """
+        entries = hits = misses = 0
+        if self.enabled:
+            hits = counters.count(self._dir, True)
+            misses = counters.count(self._dir, False)
+            for name in files.list_names(self._dir):
+                if name.endswith(ENTRY_SUFFIX) and self._key_id_of(name) == self._keys.key_id:
+                    entries += 1
+        return CacheStatus(
+            enabled=self.enabled,
+            directory=self.directory,
+            entries=entries,
+            hits=hits,
+            misses=misses,
+            key_location=self._key_location,
+            key_path=self._key_path,
+            warnings=self._warnings,
+        )
+
+    def memory(self) -> Memory:
+        """Encrypted notes for providers (see :mod:`.memory`); forgets all when disabled."""
+        from mlflow_secrets_helper.cache.memory import CacheMemory
+
+        return CacheMemory(self)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _path(self, aad: bytes, suffix: str) -> str:
+        return f"{self._dir}/{self._keys.file_stem(aad)}{suffix}"
+
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            files.write_atomically(self._dir, name, data)
+        except OSError as error:
+            if not self._write_warned:
+                self._write_warned = True
+                reason = error.strerror or type(error).__name__
+                self._warn(f"could not write the cache entry in {self.directory}: {reason}")
+
+    def _key_id_of(self, name: str) -> bytes | None:
+        try:
+            data, _ = files.read_private_file(f"{self._dir}/{name}", entry.HEADER_LEN)
+        except (OSError, files.Refused):
+            return None
+        return entry.key_id_of(data)
+
+    def _sweep(self) -> None:
+        """Remove stray temporaries, long-abandoned entries of another key, and old notes."""
+
+        def stale(name: str, info: os.stat_result) -> bool:
+            if time.time() - info.st_mtime <= _ORPHAN_MAX_AGE:
+                return False
+            if name.endswith(NOTE_SUFFIX):
+                return True
+            return name.endswith(ENTRY_SUFFIX) and self._key_id_of(name) != self._keys.key_id
+
+        files.sweep(self._dir, time.time(), stale)
+
+
+@contextmanager
+def _not_held() -> Iterator[bool]:
+    yield False
+
+
+def open_user_cache(
+    directory: Path, env: Mapping[str, str], warn: Callable[[str], None] = lambda _m: None
+) -> Cache:
+    """The cache in ``directory``, with its key in ``$XDG_RUNTIME_DIR`` when that is safe."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Cache.open(directory, runtime_dir=Path(runtime) if runtime else None, warn=warn)
