@@ -59,8 +59,9 @@ def create(
     found = spec(name)
     unknown = sorted(set(settings) - found.settings)
     if unknown:
+        plural = "s" if len(unknown) > 1 else ""
         raise ConfigError(
-            f"unknown {name} setting {unknown[0]!r}",
+            f"unknown {name} setting{plural} " + ", ".join(repr(key) for key in unknown),
             hints=[f"{name} routes accept: " + ", ".join(sorted(found.settings))],
         )
     return found.build(settings, env, seams)
