@@ -71,6 +71,7 @@ def secret(sm: AwsBackend) -> str:
 class TestAwsContract(ProviderContract):
     sdk_module = "boto3"
     provider_name = "aws-secrets-manager"
+    minimal_route = ({"secret_name": "mlflow/token"}, {"AWS_REGION": "us-east-1"})
 
     @pytest.fixture
     def make_provider(self, sm: AwsBackend) -> Callable[..., Provider]:

@@ -52,6 +52,7 @@ def provider_for(cloud: AzureCloud, name: str, **settings: str) -> AzureKeyVault
 class TestAzureContract(ProviderContract):
     sdk_module = "azure.keyvault.secrets"
     provider_name = "azure-key-vault"
+    minimal_route = ({"vault_url": "kv1", "secret_name": "mlflow-token"}, {})
 
     @pytest.fixture
     def make_provider(self, cloud: AzureCloud) -> Callable[..., Provider]:
