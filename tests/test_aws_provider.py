@@ -484,6 +484,19 @@ def test_client_factory_gets_session_config_and_region(sm: AwsBackend, secret: s
         assert region == os.environ["AWS_REGION"]
 
 
+def test_tls_failure_is_unavailable_and_not_retried(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS handshake that fails will fail again: exit 4, but no second attempt."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sm.endpoint.replace("http:", "https:"))
+    sleeps: list[float] = []
+    p = AwsSecretsManagerProvider({"secret_name": secret}, os.environ, Seams(sleep=sleeps.append))
+    with pytest.raises(BackendUnavailable, match=r"^TLS to AWS Secrets Manager failed") as info:
+        p.fetch(deadline())
+    assert info.value.retryable  # a caller may still try later (stale grace applies)
+    assert sleeps == []
+
+
 def test_no_credentials_is_denied_with_a_hint(
     sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

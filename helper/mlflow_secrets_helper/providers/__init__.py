@@ -21,7 +21,17 @@ from mlflow_secrets_helper.providers.base import (
     Seams,
 )
 
-__all__ = ["MODULES", "Fetched", "Provider", "ProviderSpec", "Seams", "create", "names", "spec"]
+__all__ = [
+    "MODULES",
+    "Fetched",
+    "Provider",
+    "ProviderSpec",
+    "Seams",
+    "create",
+    "names",
+    "spec",
+    "specs",
+]
 
 #: priority order: the first enabled provider that has the secret serves
 MODULES: tuple[str, ...] = ("vault", "aws", "azure")

@@ -13,6 +13,9 @@ Seams: ``monotonic`` (the deadline), ``sleep`` and ``jitter`` (the pauses), and
 region_name=)`` with the botocore session, the botocore ``Config`` (timeouts cut to the
 time left, botocore's own retries off) and the region (None: botocore's chain), and
 returns a Secrets Manager client; by default boto3 builds it from the same arguments.
+
+It runs past 400 lines because one provider is one module: AWS's error-code tables and
+their mapping stay beside the call they classify.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ and ``jitter`` (the pauses), and ``client_factory``: when set it is called as
 ``client_factory(vault_url, credential)`` with the ``DefaultAzureCredential`` built here
 and returns a ``SecretClient``-like object: ``get_secret(name, version, **options)``
 (``options`` are azure-core per-call timeouts) and ``close()``.
+
+It runs past 400 lines because one provider is one module: the settings' validation and
+the mapping of the SDK's errors stay beside the read they belong to.
 """
 
 from __future__ import annotations
