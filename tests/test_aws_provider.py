@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,12 +20,8 @@ from mlflow_secrets_helper.errors import (
     HelperError,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Provider, create
-from mlflow_secrets_helper.providers.aws import (
-    AwsSecretsManagerProvider,
-    Version,
-    from_settings,
-)
+from mlflow_secrets_helper.providers import Provider, Seams, create
+from mlflow_secrets_helper.providers.aws import SPEC, AwsSecretsManagerProvider, Version
 from mlflow_secrets_helper.secret import parse_secret
 from tests.support.contract import CANARY, ProviderContract, deadline
 from tests.support.faultproxy import (
@@ -47,7 +44,11 @@ def unique_name() -> str:
 
 
 def provider(**settings: str) -> AwsSecretsManagerProvider:
-    return from_settings(settings, os.environ)
+    return AwsSecretsManagerProvider(settings, os.environ)
+
+
+def build(settings: dict[str, str], env: dict[str, str]) -> AwsSecretsManagerProvider:
+    return AwsSecretsManagerProvider(settings, env)
 
 
 @pytest.fixture
@@ -70,6 +71,7 @@ def secret(sm: AwsBackend) -> str:
 class TestAwsContract(ProviderContract):
     sdk_module = "boto3"
     provider_name = "aws-secrets-manager"
+    minimal_route = ({"secret_name": "mlflow/token"}, {"AWS_REGION": "us-east-1"})
 
     @pytest.fixture
     def make_provider(self, sm: AwsBackend) -> Callable[..., Provider]:
@@ -109,26 +111,26 @@ class TestAwsContract(ProviderContract):
 def test_registry_builds_the_provider() -> None:
     built = create("aws-secrets-manager", {"secret_name": "a/b"}, {})
     assert isinstance(built, AwsSecretsManagerProvider)
-    assert built.name == "aws-secrets-manager"
+    assert SPEC.build is AwsSecretsManagerProvider
     assert built.reference() == "aws-secrets-manager:a/b"
 
 
 def test_secret_name_is_required() -> None:
     with pytest.raises(ConfigError, match="MLFLOW_AWS_SECRET_NAME is not set"):
-        from_settings({"region": "us-east-1"}, {})
+        build({"region": "us-east-1"}, {})
     with pytest.raises(ConfigError, match="MLFLOW_AWS_SECRET_NAME is not set"):
-        from_settings({"secret_name": "  "}, {})
+        build({"secret_name": "  "}, {})
 
 
 def test_unknown_setting_is_named() -> None:
-    with pytest.raises(ConfigError, match="'secret_path'"):
-        from_settings({"secret_name": "a", "secret_path": "x"}, {})
+    with pytest.raises(ConfigError, match="unknown aws-secrets-manager setting 'secret_path'"):
+        create("aws-secrets-manager", {"secret_name": "a", "secret_path": "x"}, {})
 
 
 @pytest.mark.parametrize("bad", ["a b", "a\nb", "x" * 3000])
 def test_invalid_secret_name(bad: str) -> None:
     with pytest.raises(ConfigError):
-        from_settings({"secret_name": bad}, {})
+        build({"secret_name": bad}, {})
 
 
 @pytest.mark.parametrize(
@@ -159,26 +161,26 @@ def test_version_is_decided_by_shape(text: str, stage: str | None, version_id: s
 @pytest.mark.parametrize("bad", ["id:", "stage:", "two words", "x" * 300])
 def test_invalid_version(bad: str) -> None:
     with pytest.raises(ConfigError):
-        from_settings({"secret_name": "a", "secret_version": bad}, {})
+        build({"secret_name": "a", "secret_version": bad}, {})
 
 
 def test_reference_names_secret_and_version() -> None:
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mlflow/prod-AbCdEf"
-    p = from_settings({"secret_name": arn, "secret_version": "AWSPREVIOUS"}, {})
+    p = build({"secret_name": arn, "secret_version": "AWSPREVIOUS"}, {})
     assert p.reference() == f"aws-secrets-manager:{arn}@AWSPREVIOUS"
 
 
 def test_cache_key_covers_region_endpoint_profile_secret_version() -> None:
     base_env = {"AWS_REGION": "us-east-1"}
-    base = from_settings({"secret_name": "s"}, base_env).cache_key()
+    base = build({"secret_name": "s"}, base_env).cache_key()
     variants = [
-        from_settings({"secret_name": "s"}, {"AWS_REGION": "eu-west-1"}),
-        from_settings({"secret_name": "s", "region": "eu-west-1"}, base_env),
-        from_settings({"secret_name": "s"}, {**base_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}),
-        from_settings({"secret_name": "s", "profile": "other"}, base_env),
-        from_settings({"secret_name": "s"}, {**base_env, "AWS_PROFILE": "other"}),
-        from_settings({"secret_name": "t"}, base_env),
-        from_settings({"secret_name": "s", "secret_version": "AWSPREVIOUS"}, base_env),
+        build({"secret_name": "s"}, {"AWS_REGION": "eu-west-1"}),
+        build({"secret_name": "s", "region": "eu-west-1"}, base_env),
+        build({"secret_name": "s"}, {**base_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}),
+        build({"secret_name": "s", "profile": "other"}, base_env),
+        build({"secret_name": "s"}, {**base_env, "AWS_PROFILE": "other"}),
+        build({"secret_name": "t"}, base_env),
+        build({"secret_name": "s", "secret_version": "AWSPREVIOUS"}, base_env),
     ]
     keys = [v.cache_key() for v in variants]
     assert base not in keys
@@ -186,15 +188,15 @@ def test_cache_key_covers_region_endpoint_profile_secret_version() -> None:
     assert keys[3] == keys[4]  # the same profile, from the environment or the route
     assert len(set(keys)) == len(variants) - 2
     # the default version is AWSCURRENT, spelled or not
-    explicit = from_settings({"secret_name": "s", "secret_version": "AWSCURRENT"}, base_env)
+    explicit = build({"secret_name": "s", "secret_version": "AWSCURRENT"}, base_env)
     assert explicit.cache_key() == base
 
 
 def test_cache_key_region_falls_back_to_the_arn() -> None:
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-AbCdEf"
-    key = json.loads(from_settings({"secret_name": arn}, {"AWS_REGION": "us-east-1"}).cache_key())
+    key = json.loads(build({"secret_name": arn}, {"AWS_REGION": "us-east-1"}).cache_key())
     assert key["region"] == "eu-west-1"
-    key = json.loads(from_settings({"secret_name": arn, "region": "ap-south-1"}, {}).cache_key())
+    key = json.loads(build({"secret_name": arn, "region": "ap-south-1"}, {}).cache_key())
     assert key["region"] == "ap-south-1"
 
 
@@ -206,7 +208,6 @@ def test_lookup_by_arn(sm: AwsBackend) -> None:
     arn = sm.create(name, CANARY)
     fetched = provider(secret_name=arn).fetch(deadline())
     assert fetched.value.expose() == CANARY
-    assert fetched.version == sm.version_id(name)
 
 
 def test_arn_region_wins_over_environment_region(
@@ -223,12 +224,11 @@ def test_arn_region_wins_over_environment_region(
 def test_previous_stage_after_rotation(sm: AwsBackend) -> None:
     name = unique_name()
     sm.create(name, "first-value")
-    first_id = sm.version_id(name)
-    second_id = sm.rotate(name, "second-value")
+    sm.rotate(name, "second-value")
     current = provider(secret_name=name).fetch(deadline())
     previous = provider(secret_name=name, secret_version="AWSPREVIOUS").fetch(deadline())
-    assert (current.value.expose(), current.version) == ("second-value", second_id)
-    assert (previous.value.expose(), previous.version) == ("first-value", first_id)
+    assert current.value.expose() == "second-value"
+    assert previous.value.expose() == "first-value"
 
 
 def test_pending_stage(sm: AwsBackend) -> None:
@@ -246,7 +246,7 @@ def test_version_id(sm: AwsBackend) -> None:
     first_id = sm.version_id(name)
     sm.rotate(name, "second-value")
     fetched = provider(secret_name=name, secret_version=first_id).fetch(deadline())
-    assert (fetched.value.expose(), fetched.version) == ("first-value", first_id)
+    assert fetched.value.expose() == "first-value"
     explicit = provider(secret_name=name, secret_version=f"id:{first_id}").fetch(deadline())
     assert explicit.value.expose() == "first-value"
 
@@ -286,8 +286,7 @@ def test_always_asks_for_awscurrent(sm: AwsBackend, secret: str) -> None:
         RemoveFromVersionId=new_id,
     )
     fetched = provider(secret_name=secret).fetch(deadline())
-    assert fetched.version == old_id
-    assert fetched.value.expose() == CANARY
+    assert fetched.value.expose() == CANARY  # the value of old_id, now labelled AWSCURRENT
 
 
 def test_works_in_a_subprocess_and_is_counted(aws: AwsBackend, helper_env: dict[str, str]) -> None:
@@ -296,17 +295,17 @@ def test_works_in_a_subprocess_and_is_counted(aws: AwsBackend, helper_env: dict[
     aws.create(name, CANARY)
     code = (
         "import os, time\n"
-        "from mlflow_secrets_helper.providers.aws import from_settings\n"
-        "p = from_settings({'secret_name': os.environ['SECRET']}, os.environ)\n"
+        "from mlflow_secrets_helper.providers.aws import AwsSecretsManagerProvider\n"
+        "p = AwsSecretsManagerProvider({'secret_name': os.environ['SECRET']}, os.environ)\n"
         "f = p.fetch(time.monotonic() + 10)\n"
-        "print(f.version)\n"
+        "print(f.value.expose() == os.environ['EXPECTED'])\n"
     )
-    env = {**helper_env, **aws.env(SECRET=name)}
+    env = {**helper_env, **aws.env(SECRET=name), "EXPECTED": CANARY}
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == aws.version_id(name)
+    assert proc.stdout.strip() == "True"
     assert CANARY not in proc.stdout + proc.stderr
     assert aws.get_secret_value_count() == 1
 
@@ -455,11 +454,47 @@ def test_backoff_and_timeouts_use_the_injected_clock(sm: AwsBackend, secret: str
     sm.proxy.add(aws_error("ThrottlingException"), header=GSV, times=None)
     sleeps: list[float] = []
     p = AwsSecretsManagerProvider(
-        secret_id=secret, env=os.environ, sleep=sleeps.append, jitter=lambda: 1.0
+        {"secret_name": secret}, os.environ, Seams(sleep=sleeps.append, jitter=lambda: 1.0)
     )
     with pytest.raises(BackendUnavailable):
         p.fetch(deadline())
     assert sleeps == [0.25, 0.5]  # full-jitter backoff at its ceiling, then the limit of 3
+
+
+def test_client_factory_gets_session_config_and_region(sm: AwsBackend, secret: str) -> None:
+    """The client seam receives what boto3 would be given: the botocore session, a
+    config whose timeouts end by the deadline with botocore's retries off, and the region."""
+    import boto3.session
+
+    calls: list[tuple[float, object, str | None]] = []
+
+    def factory(*, session: object, config: Any, region_name: str | None) -> Any:
+        calls.append((config.read_timeout, config.retries, region_name))
+        boto = boto3.session.Session(botocore_session=session, region_name=region_name)
+        return boto.client("secretsmanager", config=config)
+
+    p = AwsSecretsManagerProvider(
+        {"secret_name": secret}, os.environ, Seams(client_factory=factory)
+    )
+    assert p.fetch(deadline(5)).value.expose() == CANARY
+    assert 1 <= len(calls) <= 2  # a slow first build is followed by a quick second one
+    for read_timeout, retries, region in calls:
+        assert 0 < read_timeout <= 5
+        assert retries == {"total_max_attempts": 1, "mode": "standard"}
+        assert region == os.environ["AWS_REGION"]
+
+
+def test_tls_failure_is_unavailable_and_not_retried(
+    sm: AwsBackend, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS handshake that fails will fail again: exit 4, but no second attempt."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", sm.endpoint.replace("http:", "https:"))
+    sleeps: list[float] = []
+    p = AwsSecretsManagerProvider({"secret_name": secret}, os.environ, Seams(sleep=sleeps.append))
+    with pytest.raises(BackendUnavailable, match=r"^TLS to AWS Secrets Manager failed") as info:
+        p.fetch(deadline())
+    assert info.value.retryable  # a caller may still try later (stale grace applies)
+    assert sleeps == []
 
 
 def test_no_credentials_is_denied_with_a_hint(

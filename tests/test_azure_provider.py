@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,8 @@ from mlflow_secrets_helper.errors import (
     ConfigError,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Provider, create
-from mlflow_secrets_helper.providers.azure import AzureKeyVaultProvider, from_settings
+from mlflow_secrets_helper.providers import Provider, Seams, create
+from mlflow_secrets_helper.providers.azure import SPEC, AzureKeyVaultProvider
 from mlflow_secrets_helper.secret import parse_secret
 from tests.support.contract import ProviderContract
 from tests.support.keyvault import AzureCloud
@@ -40,13 +41,18 @@ def cloud(azure_cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch) -> AzureClou
     return azure_cloud
 
 
+def build(settings: dict[str, str]) -> AzureKeyVaultProvider:
+    return AzureKeyVaultProvider(settings, {})
+
+
 def provider_for(cloud: AzureCloud, name: str, **settings: str) -> AzureKeyVaultProvider:
-    return from_settings({"vault_url": cloud.vault_url, "secret_name": name, **settings}, {})
+    return build({"vault_url": cloud.vault_url, "secret_name": name, **settings})
 
 
 class TestAzureContract(ProviderContract):
     sdk_module = "azure.keyvault.secrets"
     provider_name = "azure-key-vault"
+    minimal_route = ({"vault_url": "kv1", "secret_name": "mlflow-token"}, {})
 
     @pytest.fixture
     def make_provider(self, cloud: AzureCloud) -> Callable[..., Provider]:
@@ -70,7 +76,7 @@ class TestAzureContract(ProviderContract):
 
     @pytest.fixture
     def unreachable_provider(self, cloud: AzureCloud) -> Provider:
-        return from_settings({"vault_url": cloud.silent_vault_url, "secret_name": "anything"}, {})
+        return build({"vault_url": cloud.silent_vault_url, "secret_name": "anything"})
 
     @pytest.fixture
     def rotate(self, cloud: AzureCloud) -> Callable[[Provider, str], None]:
@@ -85,7 +91,7 @@ class TestAzureContract(ProviderContract):
 
 
 def test_vault_name_expands_to_public_cloud_url() -> None:
-    provider = from_settings({"vault_url": "My-Vault1", "secret_name": "s"}, {})
+    provider = build({"vault_url": "My-Vault1", "secret_name": "s"})
     assert provider.vault_url == "https://my-vault1.vault.azure.net"
     assert provider.reference() == "https://my-vault1.vault.azure.net/secrets/s"
 
@@ -100,7 +106,7 @@ def test_vault_name_expands_to_public_cloud_url() -> None:
     ],
 )
 def test_vault_urls_are_normalised(url: str, expected: str) -> None:
-    assert from_settings({"vault_url": url, "secret_name": "s"}, {}).vault_url == expected
+    assert build({"vault_url": url, "secret_name": "s"}).vault_url == expected
 
 
 @pytest.mark.parametrize(
@@ -125,15 +131,13 @@ def test_vault_urls_are_normalised(url: str, expected: str) -> None:
 )
 def test_bad_settings_are_config_errors(settings: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        from_settings(settings, {})
+        create("azure-key-vault", settings, {})
 
 
 def test_version_latest_means_no_version() -> None:
-    provider = from_settings(
-        {"vault_url": "kv1", "secret_name": "s", "secret_version": "latest"}, {}
-    )
+    provider = build({"vault_url": "kv1", "secret_name": "s", "secret_version": "latest"})
     assert provider.secret_version is None
-    pinned = from_settings({"vault_url": "kv1", "secret_name": "s", "secret_version": "A" * 32}, {})
+    pinned = build({"vault_url": "kv1", "secret_name": "s", "secret_version": "A" * 32})
     assert pinned.secret_version == "a" * 32
     assert pinned.cache_key() != provider.cache_key()
 
@@ -152,7 +156,14 @@ def test_building_and_naming_a_provider_loads_no_azure_module() -> None:
 
 def test_registry_builds_it() -> None:
     provider = create("azure-key-vault", {"vault_url": "kv1", "secret_name": "s"}, {})
-    assert provider.name == "azure-key-vault"
+    assert isinstance(provider, AzureKeyVaultProvider)
+    assert SPEC.build is AzureKeyVaultProvider
+
+
+def test_unknown_settings_are_all_named_once() -> None:
+    settings = {"vault_url": "kv1", "secret_name": "s", "ttl_sec": "5", "verify": "no"}
+    with pytest.raises(ConfigError, match="unknown azure-key-vault settings 'ttl_sec', 'verify'"):
+        create("azure-key-vault", settings, {})
 
 
 # ----------------------------------------------------------------------------- reading
@@ -160,9 +171,8 @@ def test_registry_builds_it() -> None:
 
 def test_reads_latest_through_the_challenge_and_managed_identity(cloud: AzureCloud) -> None:
     exp = int(time.time()) + 3600
-    version = cloud.kv.set_secret("tok", '{"token": "abc123"}', exp=exp)
+    cloud.kv.set_secret("tok", '{"token": "abc123"}', exp=exp)
     fetched = provider_for(cloud, "tok").fetch(deadline())
-    assert fetched.version == version.version
     assert fetched.expires_at == exp
     assert parse_secret(fetched.value).header_value().expose() == "Bearer abc123"
     # unauthenticated GET -> 401 challenge -> token from the App Service endpoint -> GET
@@ -185,7 +195,6 @@ def test_reads_a_pinned_version(cloud: AzureCloud) -> None:
     cloud.kv.set_secret("rot", "second")
     pinned = provider_for(cloud, "rot", secret_version=first.version).fetch(deadline())
     assert pinned.value.expose() == "first"
-    assert pinned.version == first.version
     assert cloud.kv.requests[-1]["path"] == f"/secrets/rot/{first.version}"
     assert provider_for(cloud, "rot").fetch(deadline()).value.expose() == "second"
 
@@ -234,7 +243,8 @@ def test_not_yet_valid_secret_is_refused(cloud: AzureCloud) -> None:
 def test_expiry_is_judged_by_the_injected_clock(cloud: AzureCloud) -> None:
     exp = int(time.time()) + 60
     cloud.kv.set_secret("soon", "tok-soon", exp=exp)
-    later = AzureKeyVaultProvider(cloud.vault_url, "soon", clock=lambda: exp + 1.0)
+    settings = {"vault_url": cloud.vault_url, "secret_name": "soon"}
+    later = AzureKeyVaultProvider(settings, {}, Seams(clock=lambda: exp + 1.0))
     with pytest.raises(BackendDenied, match="expired"):
         later.fetch(deadline())
 
@@ -295,6 +305,34 @@ def test_one_transient_error_is_retried(cloud: AzureCloud) -> None:
     assert provider_for(cloud, "s").fetch(deadline()).value.expose() == "v-after-retry"
 
 
+def test_retries_pause_through_the_seams(cloud: AzureCloud) -> None:
+    """Key Vault reads are retried twice, with full-jitter pauses from the seams."""
+    cloud.kv.set_secret("s", "v")
+    cloud.kv.inject = [503] * 10
+    sleeps: list[float] = []
+    settings = {"vault_url": cloud.vault_url, "secret_name": "s"}
+    provider = AzureKeyVaultProvider(settings, {}, Seams(sleep=sleeps.append, jitter=lambda: 1.0))
+    with pytest.raises(BackendUnavailable, match=r"HTTP 503|InternalServerError"):
+        provider.fetch(deadline(8))
+    assert sleeps == [0.4, 0.8]
+
+
+def test_client_factory_gets_the_vault_url_and_the_credential(cloud: AzureCloud) -> None:
+    from azure.keyvault.secrets import SecretClient
+
+    seen: list[tuple[str, str]] = []
+
+    def factory(vault_url: str, credential: Any) -> SecretClient:
+        seen.append((vault_url, type(credential).__name__))
+        return SecretClient(vault_url, credential, retry_total=0)
+
+    cloud.kv.set_secret("seam", "tok-seam")
+    settings = {"vault_url": cloud.vault_url, "secret_name": "seam"}
+    provider = AzureKeyVaultProvider(settings, {}, Seams(client_factory=factory))
+    assert provider.fetch(deadline()).value.expose() == "tok-seam"
+    assert seen == [(cloud.vault_url, "DefaultAzureCredential")]
+
+
 def test_untrusted_certificate_is_unavailable(
     cloud: AzureCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -309,7 +347,7 @@ def test_untrusted_certificate_is_unavailable(
 
 
 def test_deadline_bounds_the_whole_call(cloud: AzureCloud) -> None:
-    provider = from_settings({"vault_url": cloud.silent_vault_url, "secret_name": "s"}, {})
+    provider = build({"vault_url": cloud.silent_vault_url, "secret_name": "s"})
     start = time.monotonic()
     # either our deadline or the transport's timeout (set to the same budget) ends it first
     with pytest.raises(BackendUnavailable, match=r"deadline|timeout") as info:
@@ -331,7 +369,7 @@ def test_a_foreign_challenge_resource_is_refused(
     server challenges for vault.azure.net is refused before any token is sent."""
     cloud.guard.routes["vault.example.test:443"] = cloud.kv.port
     cloud.kv.set_secret("s", "v")
-    provider = from_settings({"vault_url": "https://vault.example.test", "secret_name": "s"}, {})
+    provider = build({"vault_url": "https://vault.example.test", "secret_name": "s"})
     with pytest.raises(ConfigError, match="challenge"):
         provider.fetch(deadline())
     assert cloud.mi.requests == []
@@ -389,7 +427,7 @@ def test_sdk_logs_show_no_token_or_secret(
     provider_for(cloud, "logged").fetch(deadline())
     cloud.mi.fail_with = 400
     with pytest.raises(BackendDenied):
-        from_settings({"vault_url": cloud.vault_url, "secret_name": "logged"}, {}).fetch(deadline())
+        build({"vault_url": cloud.vault_url, "secret_name": "logged"}).fetch(deadline())
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert caplog.records, "expected the SDK to log at DEBUG"
     for token in cloud.registry.issued():

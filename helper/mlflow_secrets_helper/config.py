@@ -9,6 +9,11 @@ Precedence is flag > environment > file > default, value by value. For routes:
 when the environment enables any provider, the environment defines the routes
 (one per enabled provider, in priority order, serving every allowed host) and the
 file's ``[[routes]]`` are not used.
+
+This module owns the common variables and the file; everything about a provider
+(its name, toggle, variables and settings) comes from its spec in the registry,
+so no provider is named here. The rules live in the man page (ENVIRONMENT,
+CONFIGURATION FILE).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mlflow_secrets_helper import providers
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
-from mlflow_secrets_helper.providers import PROVIDER_NAMES
+from mlflow_secrets_helper.providers import ProviderSpec
 from mlflow_secrets_helper.secret import AUTH_MODES, AuthMode, check_header_name
 from mlflow_secrets_helper.target import Target
 
@@ -35,44 +41,21 @@ MAX_TIMEOUT_SEC = 600.0
 MAX_TTL_SEC = 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-#: provider → (env variable prefix for AUTH_MODE/TTL_SEC/ENABLE, the setting naming the secret)
-_PROVIDER_ENV: dict[str, tuple[str, str, str]] = {
-    "vault": ("MLFLOW_VAULT", "secret_path", "VAULT"),
-    "aws-secrets-manager": ("MLFLOW_AWS", "secret_name", "AWS_SECRETS_MANAGER"),
-    "azure-key-vault": ("MLFLOW_AZURE", "secret_name", "AZURE_KEY_VAULT"),
-}
-
-#: the variable that names each provider's secret: without it the provider is skipped
-SECRET_VARIABLES: dict[str, str] = {
-    "vault": "MLFLOW_VAULT_SECRET_PATH",
-    "aws-secrets-manager": "MLFLOW_AWS_SECRET_NAME",
-    "azure-key-vault": "MLFLOW_AZURE_SECRET_NAME",
-}
-
-#: environment variable → provider setting, per provider (first listed wins for aliases)
-_ENV_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
-    "vault": (
-        ("MLFLOW_VAULT_SECRET_PATH", "secret_path"),
-        ("MLFLOW_VAULT_SECRET_VERSION", "secret_version"),
-        ("MLFLOW_VAULT_MOUNT", "mount"),
-        ("MLFLOW_VAULT_KV_VERSION", "kv_version"),
-        ("MLFLOW_VAULT_AUTH_METHOD", "auth_method"),
-        ("MLFLOW_VAULT_APPROLE_MOUNT", "approle_mount"),
-        ("MLFLOW_VAULT_K8S_ROLE", "k8s_role"),
-        ("MLFLOW_VAULT_K8S_TOKEN_PATH", "k8s_token_path"),
-        ("MLFLOW_VAULT_K8S_MOUNT", "k8s_mount"),
-    ),
-    "aws-secrets-manager": (
-        ("MLFLOW_AWS_SECRET_NAME", "secret_name"),
-        ("MLFLOW_AWS_SECRET_ID", "secret_name"),
-        ("MLFLOW_AWS_SECRET_VERSION", "secret_version"),
-    ),
-    "azure-key-vault": (
-        ("MLFLOW_AZURE_KEY_VAULT_URL", "vault_url"),
-        ("MLFLOW_AZURE_SECRET_NAME", "secret_name"),
-        ("MLFLOW_AZURE_SECRET_VERSION", "secret_version"),
-    ),
-}
+#: the variables this module reads itself (each provider's come from its spec)
+CORE_VARIABLES = frozenset(
+    {
+        "MLFLOW_SECRETS_CONFIG",
+        "MLFLOW_SECRETS_CACHE_DIR",
+        "MLFLOW_SECRETS_TIMEOUT_SEC",
+        "MLFLOW_SECRETS_STALE_GRACE_SEC",
+        "MLFLOW_SECRETS_LOG_LEVEL",
+        "MLFLOW_SECRETS_ALLOWED_HOSTS",
+        "MLFLOW_SECRETS_AUTH_ENABLE",
+        "MLFLOW_AUTH_HEADER_NAME",
+    }
+)
+#: set in the same environment but read by the MLflow plugin, not by the helper
+_PLUGIN_VARIABLES = frozenset({"MLFLOW_SECRETS_HELPER_COMMAND"})
 
 #: route keys the configuration module itself owns (everything else goes to the provider)
 _ROUTE_KEYS = frozenset({"hosts", "provider", "auth_mode", "ttl_sec", "header_name"})
@@ -197,13 +180,13 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     if enabled:
         routes: list[Route] = []
         for name in enabled:
-            route = _env_route(name, env, header_name, default_ttl)
+            route = _env_route(providers.spec(name), env, header_name, default_ttl)
             if route is None:
                 skipped.append(name)
             else:
                 routes.append(route)
         if not routes:
-            missing = ", ".join(SECRET_VARIABLES[n] for n in enabled)
+            missing = ", ".join(providers.spec(n).secret_variable() for n in enabled)
             raise ConfigError(
                 "no enabled provider names its secret",
                 hints=[f"set {missing}"],
@@ -243,30 +226,37 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     )
 
 
+def known_variables() -> frozenset[str]:
+    """Every environment variable the helper (or its MLflow plugin) reads or shows: the
+    common ones and each provider's, for telling a typo from a setting."""
+    own = CORE_VARIABLES | _PLUGIN_VARIABLES
+    return own.union(*(spec.variables() for spec in providers.specs()))
+
+
 def enabled_providers(env: Mapping[str, str]) -> tuple[str, ...]:
     """Providers enabled by ``MLFLOW_SECRETS_AUTH_ENABLE`` and the per-provider toggles,
-    in priority order (Vault, AWS, Azure). An explicit ``false`` toggle wins."""
+    in priority order (the registry's). An explicit ``false`` toggle wins."""
+    names = providers.names()
     listed: set[str] = set()
     for item in env.get("MLFLOW_SECRETS_AUTH_ENABLE", "").split(","):
         name = item.strip().lower()
         if not name:
             continue
-        if name not in PROVIDER_NAMES:
+        if name not in names:
             raise ConfigError(
                 f"MLFLOW_SECRETS_AUTH_ENABLE names an unknown provider {name!r}",
-                hints=["use a comma-separated list of: " + ", ".join(PROVIDER_NAMES)],
+                hints=["use a comma-separated list of: " + ", ".join(names)],
             )
         listed.add(name)
-    for name in PROVIDER_NAMES:
-        variable = f"MLFLOW_SECRETS_AUTH_ENABLE_{_PROVIDER_ENV[name][2]}"
-        toggle = env.get(variable)
+    for spec in providers.specs():
+        toggle = env.get(spec.toggle)
         if toggle is None or toggle.strip() == "":
             continue
-        if parse_bool(toggle, variable):
-            listed.add(name)
+        if parse_bool(toggle, spec.toggle):
+            listed.add(spec.name)
         else:
-            listed.discard(name)
-    return tuple(name for name in PROVIDER_NAMES if name in listed)
+            listed.discard(spec.name)
+    return tuple(name for name in names if name in listed)
 
 
 def parse_bool(text: str, variable: str) -> bool:
@@ -279,18 +269,18 @@ def parse_bool(text: str, variable: str) -> bool:
 
 
 def _env_route(
-    name: str, env: Mapping[str, str], header_name: str, default_ttl: float
+    spec: ProviderSpec, env: Mapping[str, str], header_name: str, default_ttl: float
 ) -> Route | None:
-    prefix, required, _toggle = _PROVIDER_ENV[name]
+    prefix = spec.env_prefix
     settings: dict[str, str] = {}
-    for variable, key in _ENV_SETTINGS[name]:
+    for variable, key in spec.env_settings:
         value = env.get(variable)
         if value and key not in settings:
             settings[key] = value
-    if not settings.get(required):
+    if not settings.get(spec.locator):
         return None
     return Route(
-        provider=name,
+        provider=spec.name,
         settings=settings,
         hosts=None,
         auth_mode=_auth_mode(env.get(f"{prefix}_AUTH_MODE"), f"{prefix}_AUTH_MODE"),
@@ -322,10 +312,9 @@ def _file_routes(
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} is not a table")
         provider = raw.get("provider")
-        if provider not in PROVIDER_NAMES:
-            raise ConfigError(
-                f"{where}: provider must be one of {', '.join(PROVIDER_NAMES)}",
-            )
+        names = providers.names()
+        if provider not in names:
+            raise ConfigError(f"{where}: provider must be one of {', '.join(names)}")
         hosts_value = raw.get("hosts")
         if isinstance(hosts_value, str):
             hosts_value = [hosts_value]
@@ -438,3 +427,12 @@ def _read_file(path: Path) -> tuple[dict[str, Any], bool]:
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
     return document, True
+
+
+# -- transitional, removed when diagnostics reads the specs -----------------------------------
+
+
+def __getattr__(name: str) -> dict[str, str]:
+    if name == "SECRET_VARIABLES":
+        return {spec.name: spec.secret_variable() for spec in providers.specs()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,13 +119,23 @@ class ProviderContract:
 
     def test_building_a_provider_imports_no_sdk(self) -> None:
         assert self.sdk_module, "subclass must name its SDK module"
+        build = ""
+        if self.minimal_route is not None:
+            settings, env = self.minimal_route
+            build = (
+                f"p = p.create({self.provider_name!r}, {settings!r}, {env!r})\n"
+                "p.reference(); p.cache_key(); p.warnings(); repr(p)\n"
+            )
         code = (
             "import sys\n"
             "import mlflow_secrets_helper.providers as p\n"
             f"p.spec({self.provider_name!r})\n"
-            f"assert {self.sdk_module!r} not in sys.modules, 'SDK imported at module import'\n"
+            f"{build}"
+            f"assert {self.sdk_module!r} not in sys.modules, 'SDK imported before a fetch'\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True)
 
     #: the registry name of the provider under test
     provider_name: str = ""
+    #: ``(settings, env)`` of a valid route: the SDK check then builds a provider too
+    minimal_route: tuple[dict[str, str], dict[str, str]] | None = None

@@ -21,7 +21,17 @@ from mlflow_secrets_helper.providers.base import (
     Seams,
 )
 
-__all__ = ["MODULES", "Fetched", "Provider", "ProviderSpec", "Seams", "create", "names", "spec"]
+__all__ = [
+    "MODULES",
+    "Fetched",
+    "Provider",
+    "ProviderSpec",
+    "Seams",
+    "create",
+    "names",
+    "spec",
+    "specs",
+]
 
 #: priority order: the first enabled provider that has the secret serves
 MODULES: tuple[str, ...] = ("vault", "aws", "azure")
@@ -59,8 +69,9 @@ def create(
     found = spec(name)
     unknown = sorted(set(settings) - found.settings)
     if unknown:
+        plural = "s" if len(unknown) > 1 else ""
         raise ConfigError(
-            f"unknown {name} setting {unknown[0]!r}",
+            f"unknown {name} setting{plural} " + ", ".join(repr(key) for key in unknown),
             hints=[f"{name} routes accept: " + ", ".join(sorted(found.settings))],
         )
     return found.build(settings, env, seams)

@@ -1,51 +1,29 @@
-"""AWS Secrets Manager: one ``GetSecretValue`` call, typed errors, a hard deadline.
+"""AWS Secrets Manager: the provider, its settings and variables, its error mapping.
 
-Configuration (route settings, mapped from ``MLFLOW_AWS_*`` by the config module):
+Reads one secret with one ``GetSecretValue`` call per attempt, through boto3 imported
+only inside :meth:`AwsSecretsManagerProvider.fetch`. botocore makes exactly one attempt
+per call and this module retries transient failures itself with
+:func:`~mlflow_secrets_helper.providers.base.with_retries`, so no attempt or pause runs
+past the deadline. Errors are classified by AWS's error code and never copy AWS's
+message text. The settings, retries and exit statuses are described in the man page
+(AWS SECRETS MANAGER).
 
-``secret_name`` (required)
-    the secret's name or full ARN.
-``secret_version`` (optional)
-    which version to read. A UUID-shaped value (``8-4-4-4-12`` hex digits) is a
-    version id; anything else is a staging label (``AWSCURRENT``,
-    ``AWSPREVIOUS``, ``AWSPENDING`` or a custom label). Prefix ``id:`` or
-    ``stage:`` to say which when the shape misleads. Unset means
-    ``AWSCURRENT``, which is always sent explicitly.
-``region`` (optional)
-    wins over everything. Otherwise the region inside an ARN, then boto3's own
-    chain (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile).
-``profile`` (optional)
-    a named profile; otherwise boto3's chain (``AWS_PROFILE``, default).
+Seams: ``monotonic`` (the deadline), ``sleep`` and ``jitter`` (the pauses), and
+``client_factory``: when set it is called as ``client_factory(session=, config=,
+region_name=)`` with the botocore session, the botocore ``Config`` (timeouts cut to the
+time left, botocore's own retries off) and the region (None: botocore's chain), and
+returns a Secrets Manager client; by default boto3 builds it from the same arguments.
 
-Credentials, endpoint overrides (``AWS_ENDPOINT_URL``,
-``AWS_ENDPOINT_URL_SECRETS_MANAGER``, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``),
-proxies and CA bundles are botocore's standard chain, read from the process
-environment and the AWS config files. The ``env`` mapping handed to
-:func:`from_settings` must be that same process environment: it is read only to
-compute the cache key (region, endpoint override, profile) without loading
-boto3. A region or endpoint set only inside a profile is covered by the
-profile's name in the key.
-
-Retries: botocore's own retry loop sleeps without regard to our deadline, so
-botocore makes exactly one attempt per call (``total_max_attempts: 1``,
-standard mode) and this module retries transient failures itself: at most
-``AWS_MAX_ATTEMPTS`` / the profile's ``max_attempts`` attempts in total
-(default 3, capped at 10), full-jitter exponential backoff (0.25 s doubling,
-at most 2 s), each attempt's connect and read timeouts cut to the time left,
-and no attempt or sleep past the deadline. Credential resolution (SSO,
-assume-role, credential processes) keeps botocore's own timeouts.
-
-Errors are classified by AWS's error code, never by the HTTP status alone;
-messages name the secret, the version and the code, never the value or AWS's
-message text.
+It runs past 400 lines because one provider is one module: AWS's error-code tables and
+their mapping stay beside the call they classify.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper.errors import (
@@ -56,10 +34,19 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
-from mlflow_secrets_helper.providers.base import Fetched, Provider, ProviderSpec, Seams
+from mlflow_secrets_helper.providers.base import (
+    DEFAULT_SEAMS,
+    Fetched,
+    Final,
+    ProviderSpec,
+    Retry,
+    Seams,
+    with_retries,
+)
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
+    from botocore.config import Config as BotocoreConfig
     from botocore.session import Session as BotocoreSession
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_secretsmanager.type_defs import GetSecretValueResponseTypeDef
@@ -69,16 +56,13 @@ NAME = "aws-secrets-manager"
 SETTINGS = frozenset({"secret_name", "secret_version", "region", "profile"})
 
 DEFAULT_STAGE = "AWSCURRENT"
-DEFAULT_MAX_ATTEMPTS = 3
+#: the retry policy; ``attempts`` is replaced by AWS_MAX_ATTEMPTS / the profile's max_attempts
+RETRY = Retry(attempts=3, base=0.25, cap=2.0, min_attempt=0.05)
 MAX_ATTEMPTS_CAP = 10
 #: a TCP connect to a regional endpoint that takes longer than this is retried
 CONNECT_TIMEOUT_CAP = 3.0
-BACKOFF_BASE = 0.25
-BACKOFF_CAP = 2.0
 #: rebuild a client whose construction took longer than this (see fetch)
 CLIENT_BUILD_SLACK = 0.02
-#: do not start an attempt with less time than this left
-MIN_ATTEMPT_SECONDS = 0.05
 
 #: compiled on first use: a cache hit never needs it
 _VERSION_ID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
@@ -170,31 +154,40 @@ class Version(NamedTuple):
 
 
 class AwsSecretsManagerProvider:
-    """Reads one secret from AWS Secrets Manager. Building it loads no SDK."""
+    """Reads one secret from AWS Secrets Manager. Building it loads no SDK.
 
-    name = NAME
+    ``env`` must be the process environment botocore reads: it is used only to compute
+    the cache key (region, endpoint override, profile) without loading boto3.
+    """
 
     def __init__(
-        self,
-        secret_id: str,
-        version: Version | None = None,
-        region: str | None = None,
-        profile: str | None = None,
-        env: Mapping[str, str] | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        jitter: Callable[[], float] | None = None,
+        self, settings: Mapping[str, str], env: Mapping[str, str], seams: Seams = DEFAULT_SEAMS
     ) -> None:
+        secret_id = settings.get("secret_name", "").strip()
+        if not secret_id:
+            raise ConfigError(
+                "MLFLOW_AWS_SECRET_NAME is not set",
+                hints=["set MLFLOW_AWS_SECRET_NAME (or secret_name in the route) to a name or ARN"],
+            )
+        if (
+            len(secret_id) > 2048
+            or not secret_id.isprintable()
+            or any(c.isspace() for c in secret_id)
+        ):
+            raise ConfigError(
+                "MLFLOW_AWS_SECRET_NAME is not a valid secret name or ARN",
+                hints=["names use letters, digits and /_+=.@-"],
+            )
+        version_text = settings.get("secret_version", "").strip()
+        region = settings.get("region", "").strip() or None
+        if region is not None and not re.fullmatch(r"[a-z0-9-]{1,64}", region):
+            raise ConfigError(f"invalid AWS region {region!r}")
         self.secret_id = secret_id
-        self.version = version
+        self.version = Version.parse(version_text) if version_text else None
         self.region = region
-        self.profile = profile
-        self.env: Mapping[str, str] = env if env is not None else {}
-        #: seams with production defaults (tests may pass their own)
-        self.clock = clock
-        self.sleep = sleep
-        self.jitter = jitter or _random
+        self.profile = settings.get("profile", "").strip() or None
+        self.env = env
+        self._seams = seams
 
     def __repr__(self) -> str:
         return (
@@ -258,22 +251,23 @@ class AwsSecretsManagerProvider:
         import boto3.session  # noqa: F401 - imported before the clock starts
         from botocore.exceptions import BotoCoreError, ClientError
 
-        budget = max(deadline - self.clock(), 0.0)
-        attempt = 0
-        session: BotocoreSession | None = None
-        max_attempts = DEFAULT_MAX_ATTEMPTS
-        while True:
-            remaining = deadline - self.clock()
-            if remaining < MIN_ATTEMPT_SECONDS:
-                self._timed_out(budget, attempt, None)
+        monotonic = self._seams.monotonic
+        budget = max(deadline - monotonic(), 0.0)
+        try:
+            session = self._session()
+            policy = RETRY._replace(attempts=self._max_attempts(session))
+        except (BotoCoreError, ValueError) as exc:
+            raise self._classify(exc, 0)[0] from exc
+        made = 0
+        last_code: str | None = None
+
+        def attempt(remaining: float) -> Fetched:
+            nonlocal made, last_code
+            made += 1
             try:
-                if session is None:
-                    session = self._session()
-                    max_attempts = self._max_attempts(session)
-                attempt += 1
-                built = self.clock()
+                built = monotonic()
                 client = self._client(session, deadline)
-                if self.clock() - built > CLIENT_BUILD_SLACK:
+                if monotonic() - built > CLIENT_BUILD_SLACK:
                     # the first client loads models and credentials into the session;
                     # the next is built in milliseconds with timeouts that end on time
                     client = self._client(session, deadline)
@@ -281,17 +275,21 @@ class AwsSecretsManagerProvider:
                 if "SecretString" not in response and "SecretBinary" not in response:
                     raise _IncompleteResponse
             except (BotoCoreError, ClientError, ValueError, _IncompleteResponse) as exc:
-                error, retry = self._classify(exc, attempt)
+                last_code = _code_of(exc) or type(exc).__name__
+                error, again = self._classify(exc, made)
                 cause = None if isinstance(exc, ClientError) else exc
-                if not retry or attempt >= max_attempts:
-                    raise error from cause
-                remaining = deadline - self.clock()
-                pause = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * self.jitter()
-                if pause + MIN_ATTEMPT_SECONDS > remaining:
-                    self._timed_out(budget, attempt, _code_of(exc) or type(exc).__name__)
-                self.sleep(pause)
-                continue
+                if error.retryable and not again:
+                    raise Final(error) from cause
+                raise error from cause
             return self._fetched(response)
+
+        return with_retries(
+            attempt,
+            deadline=deadline,
+            seams=self._seams,
+            timed_out=lambda attempts, _last: self._timed_out(budget, attempts, last_code),
+            policy=policy,
+        )
 
     def _get(self, client: SecretsManagerClient) -> GetSecretValueResponseTypeDef:
         version = self.version or Version(stage=DEFAULT_STAGE)
@@ -324,7 +322,7 @@ class AwsSecretsManagerProvider:
         except ValueError:
             value = 0
         if value is None:
-            return DEFAULT_MAX_ATTEMPTS
+            return RETRY.attempts
         if not isinstance(value, int) or value < 1:
             raise ConfigError(
                 "AWS max_attempts is not a positive integer",
@@ -334,10 +332,9 @@ class AwsSecretsManagerProvider:
 
     def _client(self, session: BotocoreSession, deadline: float) -> SecretsManagerClient:
         """A fresh client whose timeouts end at the deadline (about 10 ms after the first)."""
-        import boto3.session
         from botocore.config import Config
 
-        remaining = max(deadline - self.clock(), MIN_ATTEMPT_SECONDS)
+        remaining = max(deadline - self._seams.monotonic(), RETRY.min_attempt)
         config = Config(
             connect_timeout=min(CONNECT_TIMEOUT_CAP, remaining),
             read_timeout=remaining,
@@ -345,14 +342,17 @@ class AwsSecretsManagerProvider:
             max_pool_connections=1,
             user_agent_extra=f"mlflow-secrets-helper/{__version__}",
         )
-        boto = boto3.session.Session(botocore_session=session, region_name=self._effective_region())
-        return boto.client("secretsmanager", config=config)
+        factory = self._seams.client_factory or _boto3_client
+        client: SecretsManagerClient = factory(
+            session=session, config=config, region_name=self._effective_region()
+        )
+        return client
 
     # ------------------------------------------------------------------- errors
 
-    def _timed_out(self, budget: float, attempts: int, code: str | None) -> NoReturn:
+    def _timed_out(self, budget: float, attempts: int, code: str | None) -> BackendUnavailable:
         last = f"; last error {code}" if code else ""
-        raise BackendUnavailable(
+        return BackendUnavailable(
             f"AWS Secrets Manager did not return {self._what()} within the "
             f"{budget:.1f} s timeout ({attempts} attempt{'s' if attempts != 1 else ''}{last})",
             hints=["raise --timeout / MLFLOW_SECRETS_TIMEOUT_SEC or check the network path"],
@@ -531,46 +531,14 @@ def _env(env: Mapping[str, str], *names: str) -> str:
     return ""
 
 
-def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AwsSecretsManagerProvider:
-    """Build the provider from a route's settings. Imports no SDK."""
-    unknown = sorted(set(settings) - SETTINGS)
-    if unknown:
-        raise ConfigError(
-            f"unknown {NAME} setting {unknown[0]!r}",
-            hints=["known settings: " + ", ".join(sorted(SETTINGS))],
-        )
-    secret_id = settings.get("secret_name", "").strip()
-    if not secret_id:
-        raise ConfigError(
-            "MLFLOW_AWS_SECRET_NAME is not set",
-            hints=["set MLFLOW_AWS_SECRET_NAME (or secret_name in the route) to a name or ARN"],
-        )
-    if len(secret_id) > 2048 or not secret_id.isprintable() or any(c.isspace() for c in secret_id):
-        raise ConfigError(
-            "MLFLOW_AWS_SECRET_NAME is not a valid secret name or ARN",
-            hints=["names use letters, digits and /_+=.@-"],
-        )
-    version_text = settings.get("secret_version", "").strip()
-    region = settings.get("region", "").strip() or None
-    if region is not None and not re.fullmatch(r"[a-z0-9-]{1,64}", region):
-        raise ConfigError(f"invalid AWS region {region!r}")
-    return AwsSecretsManagerProvider(
-        secret_id=secret_id,
-        version=Version.parse(version_text) if version_text else None,
-        region=region,
-        profile=settings.get("profile", "").strip() or None,
-        env=env,
-    )
+def _boto3_client(
+    *, session: BotocoreSession, config: BotocoreConfig, region_name: str | None
+) -> SecretsManagerClient:
+    """The production ``client_factory``: boto3's Secrets Manager client."""
+    import boto3.session
 
-
-def _random() -> float:
-    import random  # only a retry needs it: keep it off the cache-hit path
-
-    return random.random()  # noqa: S311 - backoff jitter, not cryptography
-
-
-def _build(settings: Mapping[str, str], env: Mapping[str, str], seams: Seams) -> Provider:
-    return from_settings(settings, env)
+    boto = boto3.session.Session(botocore_session=session, region_name=region_name)
+    return boto.client("secretsmanager", config=config)
 
 
 SPEC = ProviderSpec(
@@ -601,5 +569,5 @@ SPEC = ProviderSpec(
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     ),
-    build=_build,
+    build=AwsSecretsManagerProvider,
 )

@@ -1,29 +1,28 @@
-"""Azure Key Vault: read one secret with ``DefaultAzureCredential`` and ``SecretClient``.
+"""Azure Key Vault: the provider, its settings and variables, its error mapping.
 
-The credential is the SDK's own chain, unmodified (environment service principal, workload
-identity, managed identity, then developer logins such as the Azure CLI); the interactive
-browser is excluded, so nothing ever prompts. ``client_id`` (TOML only) selects a
-user-assigned managed identity; ``AZURE_CLIENT_ID`` in the environment does the same through
-the SDK itself.
+Reads one secret (latest or a pinned version) with the SDK's ``DefaultAzureCredential``
+(interactive browser excluded) and ``SecretClient``, imported only inside
+:meth:`AzureKeyVaultProvider.fetch`. The read runs in a daemon thread so the deadline
+holds whatever the SDK does; transient Key Vault failures are retried by
+:func:`~mlflow_secrets_helper.providers.base.with_retries`, not by the SDK. A disabled,
+expired or not-yet-valid secret is refused, and ``exp`` caps how long the value may be
+cached. SDK log records never reach the terminal. The settings, sign-in chain and exit
+statuses are described in the man page (AZURE KEY VAULT).
 
-What the secret's attributes mean here: a disabled secret, or one outside its ``nbf``/``exp``
-window, is refused with :class:`BackendDenied` (exit 3). The service itself answers a disabled
-secret with 403 and the owner of the secret turned it off on purpose, so the helper stops
-loudly instead of falling through to another provider or serving a stale copy. ``exp`` also
-caps how long the value may be cached (``Fetched.expires_at``).
+Seams: ``monotonic`` (the deadline), ``clock`` (the secret's ``nbf``/``exp``), ``sleep``
+and ``jitter`` (the pauses), and ``client_factory``: when set it is called as
+``client_factory(vault_url, credential)`` with the ``DefaultAzureCredential`` built here
+and returns a ``SecretClient``-like object: ``get_secret(name, version, **options)``
+(``options`` are azure-core per-call timeouts) and ``close()``.
 
-Azure SDK log records never reach the terminal unless the program configured logging: a
-``NullHandler`` on the ``azure`` and ``msal`` loggers keeps Python's last-resort handler quiet,
-and HTTP logging of bodies stays off. The SDK's exception is kept as ``__cause__`` of the
-helper's error, for a debug traceback. Error messages carry Key Vault error codes, the vault URL
-and the secret name, never a token or a secret value.
+It runs past 400 lines because one provider is one module: the settings' validation and
+the mapping of the SDK's errors stay beside the read they belong to.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -35,7 +34,15 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
-from mlflow_secrets_helper.providers.base import Fetched, Provider, ProviderSpec, Seams
+from mlflow_secrets_helper.providers.base import (
+    DEFAULT_SEAMS,
+    Fetched,
+    Final,
+    ProviderSpec,
+    Retry,
+    Seams,
+    with_retries,
+)
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
@@ -55,29 +62,10 @@ _SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 _SECRET_VERSION = re.compile(r"[0-9a-f]{32}")
 _CLIENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-# The transport may retry transient failures inside the caller's deadline, but no more than this.
-_RETRIES = 2
-_RETRY_BACKOFF = 0.4
-
-
-def from_settings(settings: Mapping[str, str], env: Mapping[str, str]) -> AzureKeyVaultProvider:
-    """Build the provider from a route's settings. Imports no Azure module.
-
-    ``env`` is not read: ``DefaultAzureCredential`` reads its own variables from the process
-    environment when the secret is fetched.
-    """
-    unknown = sorted(set(settings) - SETTINGS)
-    if unknown:
-        raise ConfigError(
-            "unknown azure-key-vault setting(s): " + ", ".join(unknown),
-            hints=["known settings: " + ", ".join(sorted(SETTINGS))],
-        )
-    return AzureKeyVaultProvider(
-        vault_url=vault_url_from(settings.get("vault_url", "")),
-        secret_name=_secret_name(settings.get("secret_name", "")),
-        secret_version=_secret_version(settings.get("secret_version", "")),
-        client_id=_client_id(settings.get("client_id", "")),
-    )
+#: Key Vault reads are retried at most twice, inside the caller's deadline
+RETRY = Retry(attempts=3, base=0.4, cap=2.0)
+#: no TCP connect to the vault waits longer than this
+CONNECT_TIMEOUT_CAP = 10.0
 
 
 def vault_url_from(value: str) -> str:
@@ -164,24 +152,20 @@ def _client_id(value: str) -> str | None:
 
 
 class AzureKeyVaultProvider:
-    """Reads one secret (latest or a pinned version) from one Key Vault."""
+    """Reads one secret (latest or a pinned version) from one Key Vault.
 
-    name = NAME
+    ``env`` is not read: ``DefaultAzureCredential`` reads its own variables from the
+    process environment when the secret is fetched.
+    """
 
     def __init__(
-        self,
-        vault_url: str,
-        secret_name: str,
-        secret_version: str | None = None,
-        client_id: str | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
+        self, settings: Mapping[str, str], env: Mapping[str, str], seams: Seams = DEFAULT_SEAMS
     ) -> None:
-        self.vault_url = vault_url
-        self.secret_name = secret_name
-        self.secret_version = secret_version
-        self.client_id = client_id
-        self._clock = clock
+        self.vault_url = vault_url_from(settings.get("vault_url", ""))
+        self.secret_name = _secret_name(settings.get("secret_name", ""))
+        self.secret_version = _secret_version(settings.get("secret_version", ""))
+        self.client_id = _client_id(settings.get("client_id", ""))
+        self._seams = seams
 
     def __repr__(self) -> str:
         return f"AzureKeyVaultProvider({self.reference()!r})"
@@ -197,13 +181,13 @@ class AzureKeyVaultProvider:
         return f"{NAME}|{self.vault_url}|{self.secret_name}|{self.secret_version or 'latest'}"
 
     def fetch(self, deadline: float) -> Fetched:
-        """Read the secret before ``deadline`` (``time.monotonic()``), whatever the SDK does.
+        """Read the secret before ``deadline`` (``seams.monotonic()``), whatever the SDK does.
 
         The SDK has no single deadline covering token acquisition, the challenge round trip and
         retries, so the read runs in a daemon thread and this call stops waiting at the
         deadline; the transport's own timeouts make the abandoned thread end soon after.
         """
-        remaining = deadline - time.monotonic()
+        remaining = deadline - self._seams.monotonic()
         if remaining <= 0:
             raise self._too_slow(0.0)
         import threading  # only a backend read needs it: keep it off the cache-hit path
@@ -211,7 +195,10 @@ class AzureKeyVaultProvider:
         _keep_sdk_logs_off_the_terminal()
         outcome: list[Fetched | BaseException] = []
         worker = threading.Thread(
-            target=self._read_into, args=(outcome, deadline), name="azure-key-vault", daemon=True
+            target=self._read_into,
+            args=(outcome, deadline, remaining),
+            name="azure-key-vault",
+            daemon=True,
         )
         worker.start()
         worker.join(remaining)
@@ -231,9 +218,11 @@ class AzureKeyVaultProvider:
             ],
         )
 
-    def _read_into(self, outcome: list[Fetched | BaseException], deadline: float) -> None:
+    def _read_into(
+        self, outcome: list[Fetched | BaseException], deadline: float, budget: float
+    ) -> None:
         try:
-            outcome.append(self._read(deadline))
+            outcome.append(self._read(deadline, budget))
         except HelperError as error:
             outcome.append(error)
         except Exception as error:  # noqa: BLE001 - mapped, or handed to the caller's thread
@@ -242,29 +231,49 @@ class AzureKeyVaultProvider:
                 mapped.__cause__ = error  # shown only as a debug traceback
             outcome.append(mapped or error)
 
-    def _read(self, deadline: float) -> Fetched:
+    def _read(self, deadline: float, budget: float) -> Fetched:
         from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
 
-        seconds = max(deadline - time.monotonic(), 0.05)
         credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
         if self.client_id:
             credential_options["managed_identity_client_id"] = self.client_id
-        with (
-            DefaultAzureCredential(**credential_options) as credential,
-            SecretClient(
-                vault_url=self.vault_url,
-                credential=credential,
-                connection_timeout=min(seconds, 10.0),
-                read_timeout=seconds,
-                retry_total=_RETRIES,
-                retry_backoff_factor=_RETRY_BACKOFF,
-                timeout=seconds,
-                logging_enable=False,
-            ) as client,
-        ):
-            secret = client.get_secret(self.secret_name, self.secret_version)
+        with DefaultAzureCredential(**credential_options) as credential:
+            factory = self._seams.client_factory or _secret_client
+            client = factory(self.vault_url, credential)
+            try:
+                secret = with_retries(
+                    lambda seconds: self._get(client, seconds),
+                    deadline=deadline,
+                    seams=self._seams,
+                    timed_out=lambda _attempts, _last: self._too_slow(budget),
+                    policy=RETRY,
+                )
+            finally:
+                client.close()
         return self._checked(secret)
+
+    def _get(self, client: Any, seconds: float) -> KeyVaultSecret:
+        """One attempt: a GET of the secret (after the challenge round trip the first time),
+        with the transport's timeouts cut to the ``seconds`` left."""
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            secret: KeyVaultSecret = client.get_secret(
+                self.secret_name,
+                self.secret_version,
+                connection_timeout=min(seconds, CONNECT_TIMEOUT_CAP),
+                read_timeout=seconds,
+                timeout=seconds,
+            )
+        except Exception as error:  # mapped, or raised as it is
+            mapped = self._map(error)
+            if mapped is None:
+                raise
+            if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+                # signing in failed, after the credential's own retries: do not start over
+                raise Final(mapped) from error
+            raise mapped from error
+        return secret
 
     def _checked(self, secret: KeyVaultSecret) -> Fetched:
         properties = secret.properties
@@ -277,7 +286,7 @@ class AzureKeyVaultProvider:
                 f"{where} is disabled",
                 hints=[f"enable it in the vault, {hint_version}"],
             )
-        now = self._clock()
+        now = self._seams.clock()
         not_before, expires_on = properties.not_before, properties.expires_on
         if not_before is not None and not_before.timestamp() > now:
             raise BackendDenied(
@@ -437,8 +446,14 @@ def _keep_sdk_logs_off_the_terminal() -> None:
             logger.addHandler(logging.NullHandler())
 
 
-def _build(settings: Mapping[str, str], env: Mapping[str, str], seams: Seams) -> Provider:
-    return from_settings(settings, env)
+def _secret_client(vault_url: str, credential: Any) -> Any:
+    """The production ``client_factory``: the SDK's ``SecretClient``, with the SDK's own
+    retries off (:func:`with_retries` retries) and HTTP logging off."""
+    from azure.keyvault.secrets import SecretClient
+
+    return SecretClient(
+        vault_url=vault_url, credential=credential, retry_total=0, logging_enable=False
+    )
 
 
 SPEC = ProviderSpec(
@@ -465,5 +480,5 @@ SPEC = ProviderSpec(
         "AZURE_FEDERATED_TOKEN_FILE",
     ),
     location_variables=("AZURE_AUTHORITY_HOST",),
-    build=_build,
+    build=AzureKeyVaultProvider,
 )

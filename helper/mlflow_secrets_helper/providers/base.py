@@ -56,13 +56,16 @@ class Seams(NamedTuple):
 
     ``monotonic`` measures deadlines, ``clock`` is wall time (expiry dates), ``sleep``
     waits between attempts, ``client_factory`` builds the SDK client (None: the SDK's
-    own, built as its authors intend), ``memory`` keeps notes between runs."""
+    own, built as its authors intend; each provider documents the arguments it passes),
+    ``memory`` keeps notes between runs, ``jitter`` scales each pause between attempts
+    (a number in [0, 1); None: :func:`random.random`)."""
 
     monotonic: Callable[[], float] = time.monotonic
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     client_factory: Callable[..., Any] | None = None
     memory: Memory = NoMemory()
+    jitter: Callable[[], float] | None = None
 
 
 DEFAULT_SEAMS = Seams()
@@ -142,6 +145,16 @@ class Retry(NamedTuple):
 DEFAULT_RETRY = Retry()
 
 
+class Final(Exception):
+    """Raised by an attempt to end :func:`with_retries` at once with ``error``, although
+    its kind is one a caller may retry later (a TLS failure fails the same way again).
+    The ``__cause__`` of the ``Final`` becomes the ``__cause__`` of the error raised."""
+
+    def __init__(self, error: HelperError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def with_retries(
     attempt: Callable[[float], T],
     *,
@@ -154,12 +167,14 @@ def with_retries(
     """Run ``attempt(seconds_left)`` until it returns or raises a final error.
 
     ``attempt`` raises typed errors; a retryable one (``BackendUnavailable``) is tried
-    again after a full-jitter exponential pause while attempts and time remain. No
-    attempt or pause runs past ``deadline``: when time runs out, ``timed_out(attempts,
-    last_error)`` builds the error raised.
+    again after a full-jitter exponential pause while attempts and time remain, unless
+    it is wrapped in :class:`Final`. No attempt or pause runs past ``deadline``: when
+    time runs out, ``timed_out(attempts, last_error)`` builds the error raised.
     """
     if jitter is None:
-        import random
+        jitter = seams.jitter
+    if jitter is None:
+        import random  # only a retry needs it: keep it off the cache-hit path
 
         jitter = random.random
     made = 0
@@ -171,6 +186,8 @@ def with_retries(
         made += 1
         try:
             return attempt(remaining)
+        except Final as stop:
+            raise stop.error from stop.__cause__
         except HelperError as exc:
             if not exc.retryable or made >= policy.attempts:
                 raise

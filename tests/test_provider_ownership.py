@@ -1,0 +1,112 @@
+"""A provider owns its facts: its variables are written in its module and nowhere else.
+
+Adding a provider is one module under ``providers/`` and one line in the registry: the
+modules that route, resolve and print (config, resolve, cli) name no provider, so none
+of them changes. These tests read the source (string literals, imports), not behaviour.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import mlflow_secrets_helper
+from mlflow_secrets_helper import providers
+from mlflow_secrets_helper.providers import ProviderSpec
+
+PACKAGE = Path(mlflow_secrets_helper.__file__).parent
+#: the modules every provider passes through; none of them may know one by name
+NEUTRAL = ("config.py", "resolve.py", "cli.py")
+
+
+@cache
+def strings() -> dict[str, tuple[str, ...]]:
+    """Every string literal (docstrings and f-string parts included) of every module."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        texts = tuple(
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        )
+        found[path.relative_to(PACKAGE).as_posix()] = texts
+    return found
+
+
+def modules_naming(word: str) -> set[str]:
+    """The modules with a string literal that holds ``word`` as a whole token."""
+    token = re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])")
+    return {module for module, texts in strings().items() if any(map(token.search, texts))}
+
+
+def module_of(spec: ProviderSpec) -> str:
+    """The file of the provider module whose ``SPEC`` this is."""
+    for module in providers.MODULES:
+        if importlib.import_module(f"{providers.__name__}.{module}").SPEC is spec:
+            return f"providers/{module}.py"
+    raise AssertionError(f"no module holds the spec of {spec.name}")
+
+
+def owned_variables(spec: ProviderSpec) -> list[str]:
+    """The variables only this provider reads: its toggle, its own prefix's variables and
+    the credential and location variables of its backend."""
+    return [
+        variable
+        for variable in spec.variables()
+        if variable == spec.toggle
+        or variable.startswith(spec.env_prefix + "_")
+        or variable in spec.credential_variables
+        or variable in spec.location_variables
+    ]
+
+
+@pytest.mark.parametrize("spec", providers.specs(), ids=lambda spec: spec.name)
+def test_each_provider_variable_is_written_in_its_module_only(spec: ProviderSpec) -> None:
+    own = module_of(spec)
+    elsewhere = {}
+    for variable in owned_variables(spec):
+        named = modules_naming(variable)
+        # <prefix>_AUTH_MODE and <prefix>_TTL_SEC are built from the prefix; nothing spells them
+        derived = variable in (f"{spec.env_prefix}_AUTH_MODE", f"{spec.env_prefix}_TTL_SEC")
+        if named - {own} or not (named or derived):
+            elsewhere[variable] = sorted(named)
+    assert modules_naming(spec.env_prefix) == {own}
+    assert not elsewhere, f"{spec.name} variables written outside {own}: {elsewhere}"
+
+
+@pytest.mark.parametrize("module", NEUTRAL)
+def test_routing_resolving_and_printing_name_no_provider(module: str) -> None:
+    texts = strings()[module]
+    words = [
+        word
+        for spec in providers.specs()
+        for word in (spec.name, spec.env_prefix, *spec.variables())
+    ]
+    token = re.compile("|".join(rf"(?<![\w-]){re.escape(word)}(?![\w-])" for word in words))
+    named = sorted({match.group() for text in texts for match in token.finditer(text)})
+    assert not named, f"{module} names {named}"
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    imported = [
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.startswith(f"{providers.__name__}.")
+        and node.module.rpartition(".")[2] in providers.MODULES
+    ]
+    assert not imported, f"{module} imports a provider module: {imported}"
+
+
+def test_every_provider_module_is_registered() -> None:
+    on_disk = {
+        path.stem
+        for path in (PACKAGE / "providers").glob("*.py")
+        if path.stem not in ("__init__", "base")
+    }
+    assert on_disk == set(providers.MODULES)

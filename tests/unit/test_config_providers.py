@@ -1,0 +1,175 @@
+"""How configuration turns each provider's spec into environment routes: pure, no SDK.
+
+Every test walks the registry, so a new provider is covered without a line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlflow_secrets_helper import config, providers
+from mlflow_secrets_helper.errors import ConfigError
+from mlflow_secrets_helper.providers import ProviderSpec
+
+SPECS = providers.specs()
+
+
+def ids(spec: ProviderSpec) -> str:
+    return spec.name
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "MLFLOW_SECRETS_CONFIG": str(tmp_path / "absent.toml"),
+        "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_known_variables_are_the_core_ones_and_every_providers() -> None:
+    known = config.known_variables()
+    assert isinstance(known, frozenset)
+    assert known >= config.CORE_VARIABLES
+    for variable in (
+        "MLFLOW_SECRETS_AUTH_ENABLE",
+        "MLFLOW_SECRETS_ALLOWED_HOSTS",
+        "MLFLOW_SECRETS_TIMEOUT_SEC",
+        "MLFLOW_SECRETS_STALE_GRACE_SEC",
+        "MLFLOW_SECRETS_CACHE_DIR",
+        "MLFLOW_SECRETS_CONFIG",
+        "MLFLOW_SECRETS_LOG_LEVEL",
+        "MLFLOW_AUTH_HEADER_NAME",
+        "MLFLOW_SECRETS_HELPER_COMMAND",
+    ):
+        assert variable in known
+    for spec in SPECS:
+        assert set(spec.variables()) <= known
+        assert {spec.toggle, f"{spec.env_prefix}_AUTH_MODE", f"{spec.env_prefix}_TTL_SEC"} <= known
+    assert "MLFLOW_SECRETS_TIMEOUT" not in known
+    assert "MLFLOW_SECRETS_AUTH_ENABLED" not in known
+
+
+def test_known_variables_hold_nothing_else() -> None:
+    providers_own = {v for spec in SPECS for v in spec.variables()}
+    extra = config.known_variables() - providers_own - config.CORE_VARIABLES
+    assert extra == {"MLFLOW_SECRETS_HELPER_COMMAND"}
+
+
+def test_enabling_every_provider_follows_the_registry_order() -> None:
+    listed = ",".join(reversed(providers.names()))
+    assert config.enabled_providers({"MLFLOW_SECRETS_AUTH_ENABLE": listed}) == providers.names()
+    toggles = {spec.toggle: "true" for spec in SPECS}
+    assert config.enabled_providers(toggles) == providers.names()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_a_toggle_enables_and_disables_its_provider_alone(spec: ProviderSpec) -> None:
+    assert config.enabled_providers({spec.toggle: "yes"}) == (spec.name,)
+    everything = {"MLFLOW_SECRETS_AUTH_ENABLE": ",".join(providers.names())}
+    rest = tuple(name for name in providers.names() if name != spec.name)
+    assert config.enabled_providers({**everything, spec.toggle: "off"}) == rest
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_a_bad_toggle_is_named(spec: ProviderSpec) -> None:
+    with pytest.raises(ConfigError, match=f"^{spec.toggle} must be true or false$"):
+        config.enabled_providers({spec.toggle: "maybe"})
+
+
+def test_an_unknown_provider_lists_the_registry() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.enabled_providers({"MLFLOW_SECRETS_AUTH_ENABLE": "vault,keepass"})
+    assert info.value.message == "MLFLOW_SECRETS_AUTH_ENABLE names an unknown provider 'keepass'"
+    assert info.value.hints == ("use a comma-separated list of: " + ", ".join(providers.names()),)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_environment_route_reads_the_spec(spec: ProviderSpec, base_env: dict[str, str]) -> None:
+    env = {**base_env, spec.toggle: "true"}
+    for variable, setting in spec.env_settings:
+        env.setdefault(variable, f"value-of-{setting}")
+    env[f"{spec.env_prefix}_AUTH_MODE"] = "Basic"
+    env[f"{spec.env_prefix}_TTL_SEC"] = "42"
+    (route,) = config.load(env).routes
+    assert route.provider == spec.name
+    assert route.source == "environment"
+    assert route.hosts is None
+    assert (route.auth_mode, route.ttl_sec) == ("basic", 42.0)
+    assert dict(route.settings) == {
+        setting: f"value-of-{setting}" for _, setting in spec.env_settings
+    }
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_the_first_listed_alias_wins(spec: ProviderSpec, base_env: dict[str, str]) -> None:
+    env = {**base_env, spec.toggle: "true"}
+    for number, (variable, _) in enumerate(spec.env_settings):
+        env[variable] = f"value-{number}"
+    (route,) = config.load(env).routes
+    first: dict[str, str] = {}
+    for number, (_, setting) in enumerate(spec.env_settings):
+        first.setdefault(setting, f"value-{number}")
+    assert dict(route.settings) == first
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_route_variables_are_checked_and_named(
+    spec: ProviderSpec, base_env: dict[str, str]
+) -> None:
+    env = {**base_env, spec.toggle: "true", spec.secret_variable(): "s"}
+    with pytest.raises(ConfigError, match=f"^{spec.env_prefix}_TTL_SEC is not a number$"):
+        config.load({**env, f"{spec.env_prefix}_TTL_SEC": "soon"})
+    with pytest.raises(ConfigError, match=f"^{spec.env_prefix}_AUTH_MODE must be bearer or basic$"):
+        config.load({**env, f"{spec.env_prefix}_AUTH_MODE": "digest"})
+
+
+def test_enabled_providers_without_a_secret_are_skipped_then_named(
+    base_env: dict[str, str],
+) -> None:
+    first, *rest = SPECS
+    everything = {**base_env, "MLFLOW_SECRETS_AUTH_ENABLE": ",".join(providers.names())}
+    loaded = config.load({**everything, first.secret_variable(): "s"})
+    assert [route.provider for route in loaded.routes] == [first.name]
+    assert loaded.skipped == tuple(spec.name for spec in rest)
+    with pytest.raises(ConfigError, match="no enabled provider names its secret") as info:
+        config.load(everything)
+    assert info.value.hints == ("set " + ", ".join(s.secret_variable() for s in SPECS),)
+
+
+def test_a_file_route_must_name_a_registered_provider(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[[routes]]\nhosts = ['h.example']\nprovider = 'keepass'\n")
+    path.chmod(0o600)
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError) as info:
+        config.load(env)
+    assert info.value.message == (
+        f"{path}: route 1: provider must be one of {', '.join(providers.names())}"
+    )
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_a_file_route_passes_its_settings_on(spec: ProviderSpec, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[[routes]]\n"
+        "hosts = ['h.example']\n"
+        f"provider = '{spec.name}'\n"
+        f"{spec.locator} = 'the-secret'\n"
+        "ttl_sec = 7\n"
+    )
+    path.chmod(0o600)
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    (route,) = config.load(env).routes
+    assert (route.provider, dict(route.settings), route.ttl_sec) == (
+        spec.name,
+        {spec.locator: "the-secret"},
+        7.0,
+    )
+
+
+def test_secret_variables_stay_available_until_diagnostics_reads_the_specs() -> None:
+    expected = {spec.name: spec.secret_variable() for spec in SPECS}
+    assert expected == config.SECRET_VARIABLES
