@@ -491,9 +491,7 @@ def test_canary_never_appears_in_info_or_doctor(
     aws.create(SECRET_NAME, json.dumps({"token": canary}))
     secret_id_file = tmp_path / "secret-id"
     secret_id_file.write_text(canary)
-    credentials = {
-        name: canary for spec in providers.specs() for name in spec.credential_variables
-    }
+    credentials = {name: canary for spec in providers.specs() for name in spec.credential_variables}
     credentials["VAULT_SECRET_ID_FILE"] = str(secret_id_file)
     server = stub_server(expected=f"Bearer {canary}")
     base = {**env, **credentials, "MLFLOW_SECRETS_ALLOWED_HOSTS": f"127.0.0.1:{server.port}"}

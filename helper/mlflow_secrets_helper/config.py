@@ -427,12 +427,3 @@ def _read_file(path: Path) -> tuple[dict[str, Any], bool]:
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
     return document, True
-
-
-# -- transitional, removed when diagnostics reads the specs -----------------------------------
-
-
-def __getattr__(name: str) -> dict[str, str]:
-    if name == "SECRET_VARIABLES":
-        return {spec.name: spec.secret_variable() for spec in providers.specs()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -168,8 +168,3 @@ def test_a_file_route_passes_its_settings_on(spec: ProviderSpec, tmp_path: Path)
         {spec.locator: "the-secret"},
         7.0,
     )
-
-
-def test_secret_variables_stay_available_until_diagnostics_reads_the_specs() -> None:
-    expected = {spec.name: spec.secret_variable() for spec in SPECS}
-    assert expected == config.SECRET_VARIABLES

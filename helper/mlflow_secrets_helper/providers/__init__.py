@@ -75,16 +75,3 @@ def create(
             hints=[f"{name} routes accept: " + ", ".join(sorted(found.settings))],
         )
     return found.build(settings, env, seams)
-
-
-# -- transitional names, removed when config and diagnostics read the specs --------------------
-
-PROVIDER_NAMES: tuple[str, ...] = ("vault", "aws-secrets-manager", "azure-key-vault")
-
-
-def settings(name: str) -> frozenset[str]:
-    return spec(name).settings
-
-
-def sdk_module(name: str) -> str:
-    return spec(name).sdk
