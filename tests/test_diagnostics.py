@@ -600,7 +600,7 @@ def test_judge(status: int, refused: str | None, state: str, code: int) -> None:
 
 
 def test_unreadable_ca_bundle_is_a_configuration_failure(tmp_path: Path) -> None:
-    from mlflow_secrets_helper.target import Target
+    from mlflow_secrets_helper.protocol import Target
 
     check = diagnostics.send_request(
         Target("https", "mlflow.example.com", 443),

@@ -48,7 +48,7 @@ from mlflow_secrets_helper.cache import Cache
 from mlflow_secrets_helper.providers import Fetched
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import parse_target
+from mlflow_secrets_helper.protocol import parse_target
 
 
 def token(number):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlflow_secrets_helper.errors import InvalidInput
-from mlflow_secrets_helper.target import (
+from mlflow_secrets_helper.protocol import (
     MAX_LINE_BYTES,
     Request,
     Target,

@@ -22,9 +22,10 @@ from mlflow_secrets_helper.errors import (
     InvalidInput,
     UnsupportedScheme,
 )
+from mlflow_secrets_helper.protocol import Request, parse_request, read_request
 from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import Request, escape, parse_request, read_request
+from mlflow_secrets_helper.text import escape
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")

@@ -62,9 +62,10 @@ from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus, open_user_cache
 from mlflow_secrets_helper.config import SECRET_VARIABLES, Config, Route
 from mlflow_secrets_helper.errors import ConfigError, HelperError, InvalidInput, NotFound
+from mlflow_secrets_helper.protocol import DEFAULT_PORTS, Target, parse_target
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import Credential, Secret, parse_secret
-from mlflow_secrets_helper.target import DEFAULT_PORTS, Target, escape, parse_target, quote
+from mlflow_secrets_helper.text import escape, quote
 
 PROG = "mlflow-secrets-helper"
 

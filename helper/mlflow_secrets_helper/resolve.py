@@ -23,9 +23,9 @@ from mlflow_secrets_helper.errors import (
     HostNotConfigured,
     NotFound,
 )
+from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.providers import Provider
 from mlflow_secrets_helper.secret import Credential, Secret, parse_secret
-from mlflow_secrets_helper.target import Target
 
 Source = Literal["cache", "backend", "stale"]
 
