@@ -10,6 +10,7 @@ the stale grace ago, that entry is served with ``source="stale"`` and a warning.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
@@ -47,6 +48,17 @@ class Answer(NamedTuple):
 
     def header_value(self) -> Secret[str]:
         return self.credential.header_value()
+
+
+class EraseResult(enum.Enum):
+    """What ``erase`` did. Erasing nothing is not a failure (git expects exit 0)."""
+
+    #: an entry holding the named credential (or any, when none was named) was deleted
+    ERASED = "erased"
+    #: nothing is cached for the target
+    NOT_CACHED = "not-cached"
+    #: an entry is cached, but it holds another credential than the one named
+    NOT_OURS = "not-ours"
 
 
 class _Candidate(NamedTuple):
@@ -102,21 +114,36 @@ class Resolver:
                         return answer
             return self._fetch_first(candidates, deadline, allow_stale=not refresh)
 
-    def erase(self, target: Target, credential_id: str | None) -> bool:
-        """Delete the cached credential for the target (compare-and-delete with an id)."""
-        self._config.policy.check(target, self._env)
-        erased = False
-        for candidate in self._candidates(target, required=False):
-            erased = self._cache.erase(candidate.identity, credential_id) or erased
-        return erased
+    def erase(
+        self, target: Target, *, credential_id: str | None = None, value: str | None = None
+    ) -> EraseResult:
+        """Delete what ``get`` cached for ``target`` (the policy is checked first).
 
-    def cached_entry(self, target: Target) -> tuple[CacheIdentity, Entry] | None:
-        """The cached entry that `get` would consider first (for erase by value)."""
+        With ``credential_id`` this is compare-and-delete: an entry goes only while it
+        still holds that credential, so a fresh one another process just stored survives.
+        Otherwise, with ``value`` (git's ``password`` or ``credential``), only an entry
+        holding that value goes. With neither, every entry for the target goes.
+        """
+        erased = cached = False
         for candidate in self._candidates(target, required=False):
-            entry = self._cache.get(candidate.identity)
-            if entry is not None:
-                return candidate.identity, entry
-        return None
+            identity = candidate.identity
+            if credential_id is None and value is not None:
+                entry = self._cache.get(identity)
+                if entry is None:
+                    continue
+                cached = True
+                if _git_value(entry.credential) != Secret(value):
+                    continue
+                wanted: str | None = entry.credential_id
+            else:
+                wanted = credential_id
+            if self._cache.erase(identity, wanted):
+                erased = True
+            elif wanted is not None and self._cache.get(identity) is not None:
+                cached = True
+        if erased:
+            return EraseResult.ERASED
+        return EraseResult.NOT_OURS if cached else EraseResult.NOT_CACHED
 
     # -- internals ---------------------------------------------------------------
 
@@ -246,6 +273,12 @@ class Resolver:
             refresh_after=entry.refresh_after,
             source=source,
         )
+
+
+def _git_value(credential: Credential) -> Secret[str]:
+    """The part of a credential git holds and sends back on erase: the bearer token
+    (``credential=``) or the basic password (``password=``)."""
+    return credential.token if credential.mode == "bearer" else credential.password
 
 
 def _provider_warnings(provider: Provider) -> tuple[str, ...]:
