@@ -1,11 +1,13 @@
-"""Resolution: host policy, then the cache, then the providers.
+"""Resolution: the host policy, then the cache, then the providers, in route order.
 
-The policy is checked first, so a host removed from the allowlist gets nothing,
-even from a warm cache. A fresh cache entry is served without loading any SDK.
-On a miss, one process per entry (a cross-process lock) reads the backend while
-the others wait and then read its result from the cache. When the backend is
-unavailable (timeout, connection, 5xx, throttling) and an entry expired less than
-the stale grace ago, that entry is served with ``source="stale"`` and a warning.
+This module owns the order of the rules that turn a target into an :class:`Answer`
+(policy before cache; cached, refreshed-ahead, fetched or stale; the first provider
+whose secret exists serves) and erasing what was cached (:meth:`Resolver.erase`, which
+says what it did as an :class:`EraseResult`). Providers are built through the
+``create_provider`` seam, so a cache hit loads no SDK and tests can pass fakes.
+
+The rules are in the man page: HOST POLICY, CONFIGURATION FILE (route order), CACHE,
+and ACTIONS (erase); ``tests/unit/test_resolver.py`` holds the resolver to each of them.
 """
 
 from __future__ import annotations
