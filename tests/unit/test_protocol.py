@@ -1,4 +1,7 @@
-"""Parsing stdin into a target: every accepted form and every rejection of CONTRACT §3."""
+"""The stdin protocol: reading a request and parsing it into a target.
+
+Every accepted form and every rejection of CONTRACT §3.
+"""
 
 from __future__ import annotations
 
