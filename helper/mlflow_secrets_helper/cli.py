@@ -1,8 +1,11 @@
 """The command line: the only module that touches stdin, stdout, stderr and exit codes.
 
-stdout carries the answer and nothing else; it is written once, whole, at the
-end. Errors go to stderr as ``mlflow-secrets-helper: error: <kind>: <message>``
-followed by optional ``hint:`` lines, with hostile text escaped.
+This module owns the argument syntax, the actions (``get``/``store``/``erase``, the
+``cache`` commands, and handing ``info``/``doctor`` to diagnostics), the output
+formats (header, token, json, git) and the :class:`Reporter` that writes one escaped
+line per diagnostic on stderr. stdout carries the answer and nothing else, written
+once, whole, at the end. The rules are the SYNOPSIS, OPTIONS, ACTIONS, OUTPUT and
+EXIT STATUS sections of the man page.
 """
 
 from __future__ import annotations
