@@ -4,7 +4,9 @@ This module owns what ``get``, ``store`` and ``erase`` read: the bounded, non-bl
 read of stdin (:func:`read_request`), the three input forms (git ``key=value``
 attributes, a URL, a bare ``host[:port]``) and the canonical origin they name
 (scheme, host, port). It imports no SDK and prints nothing; messages about hostile
-input are quoted with :mod:`mlflow_secrets_helper.text`.
+input are quoted with :mod:`mlflow_secrets_helper.text`. The reader and the parser stay
+in one module (past 400 lines) because they enforce the same limits with the same
+messages, and the host grammar is one unit that the fuzz tests drive as a whole.
 
 The rules (line and size limits, control characters, git attributes, schemes, host,
 IPv4/IPv6 and port syntax, loopback) are the INPUT section of the man page,
