@@ -17,7 +17,7 @@ import pytest
 
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, Entry
 from mlflow_secrets_helper.providers.base import Memory
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Basic, Bearer, Credential, Secret
 
 TOKEN = "tok-Zq8vXw3LmNpR7sTu"
 USERNAME = "svc-mlflow-robot"
@@ -83,7 +83,7 @@ def only_entry(directory: Path) -> Path:
 
 @pytest.mark.parametrize(
     "credential",
-    [Credential.bearer(TOKEN), Credential.basic(USERNAME, PASSWORD)],
+    [Bearer(Secret(TOKEN)), Basic(Secret(USERNAME), Secret(PASSWORD))],
     ids=["bearer", "basic"],
 )
 def test_round_trip_across_instances(cache_dir: Path, clock: Clock, credential: Credential) -> None:
@@ -103,7 +103,7 @@ def test_files_and_directory_are_private_whatever_the_umask(cache_dir: Path) -> 
     old = os.umask(0)
     try:
         cache, _ = open_cache(cache_dir)
-        cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+        cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
         cache.record(True)
         with cache.lock(IDENTITY, time.monotonic() + 1) as held:
             assert held
@@ -125,14 +125,14 @@ def test_missing_parent_is_created_private(tmp_path: Path) -> None:
 
 def test_credential_id_is_keyed_and_stable(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    credential = Credential.bearer(TOKEN)
+    credential = Bearer(Secret(TOKEN))
     first = cache.credential_id(IDENTITY, credential)
 
     assert first.startswith("c1:") and len(first) == 3 + 24
     int(first[3:], 16)
     assert first == open_cache(cache_dir)[0].credential_id(IDENTITY, credential)
     assert first != cache.credential_id(OTHER, credential)
-    assert first != cache.credential_id(IDENTITY, Credential.bearer(TOKEN + "x"))
+    assert first != cache.credential_id(IDENTITY, Bearer(Secret(TOKEN + "x")))
     assert first[3:] not in hashlib.sha256(TOKEN.encode()).hexdigest()
     # A different key (another user, or after `cache clear`) gives a different id.
     assert first != open_cache(cache_dir.parent / "other")[0].credential_id(IDENTITY, credential)
@@ -158,16 +158,16 @@ def test_every_identity_field_selects_a_different_entry(
     cache_dir: Path, changed: CacheIdentity
 ) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert cache.get(changed) is None
     assert cache.get(IDENTITY) is not None
 
 
 def test_entry_swapped_to_another_identity_is_a_miss(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     (ours,) = entry_files(cache_dir)
-    cache.put(OTHER, Credential.bearer("other-token"), ttl=300, backend_expires_at=None)
+    cache.put(OTHER, Bearer(Secret("other-token")), ttl=300, backend_expires_at=None)
     (theirs,) = [path for path in entry_files(cache_dir) if path != ours]
 
     shutil.copyfile(ours, theirs)  # the AAD (identity) no longer matches the file name
@@ -202,32 +202,32 @@ def test_damaged_entry_is_a_miss_and_removed(
     cache_dir: Path, damage: Callable[[bytes], bytes]
 ) -> None:
     cache, warnings = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     path = only_entry(cache_dir)
     path.write_bytes(damage(path.read_bytes()))
 
     assert cache.get(IDENTITY) is None
     assert not path.exists()
     assert warnings == []
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert cache.get(IDENTITY) is not None
 
 
 @as_root
 def test_entry_of_another_owner_is_never_used(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     path = only_entry(cache_dir)
     os.chown(path, 65534, 65534)
 
     assert cache.get(IDENTITY) is None
     assert path.exists()  # not ours: left alone
-    assert not cache.erase(IDENTITY, cache.credential_id(IDENTITY, Credential.bearer(TOKEN)))
+    assert not cache.erase(IDENTITY, cache.credential_id(IDENTITY, Bearer(Secret(TOKEN))))
 
 
 def test_group_readable_entry_is_never_used(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     path = only_entry(cache_dir)
     path.chmod(0o644)
 
@@ -237,7 +237,7 @@ def test_group_readable_entry_is_never_used(cache_dir: Path) -> None:
 
 def test_symlinked_entry_is_never_used(cache_dir: Path, tmp_path: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     path = only_entry(cache_dir)
     elsewhere = tmp_path / "planted"
     shutil.copy2(path, elsewhere)  # a valid entry, 0600 and ours, reached through a link
@@ -250,12 +250,12 @@ def test_symlinked_entry_is_never_used(cache_dir: Path, tmp_path: Path) -> None:
 
 def test_directory_in_place_of_an_entry_is_a_miss(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     path = only_entry(cache_dir)
     path.unlink()
     path.mkdir(mode=0o700)
     assert cache.get(IDENTITY) is None
-    entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert isinstance(entry, Entry)
 
 
@@ -269,7 +269,7 @@ def test_loose_cache_directory_disables_the_cache(cache_dir: Path) -> None:
 
     assert not cache.enabled
     assert len(warnings) == 1 and "755" in warnings[0] and "chmod 700" in warnings[0]
-    entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert entry.credential_id.startswith("c1:")
     assert cache.get(IDENTITY) is None
     assert list(cache_dir.iterdir()) == []
@@ -286,7 +286,7 @@ def test_symlinked_cache_directory_disables_the_cache(tmp_path: Path) -> None:
 
     assert not cache.enabled
     assert len(warnings) == 1 and "symlink" in warnings[0]
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert cache.clear() == 0
     assert list(real.iterdir()) == []
     assert link.is_symlink()
@@ -308,7 +308,7 @@ def test_unwritable_location_disables_the_cache(tmp_path: Path, clock: Clock) ->
 
     assert not cache.enabled
     assert len(warnings) == 1 and warnings[0].startswith("cache disabled: cannot create")
-    entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert entry.expires_at == clock.now + 300
     assert cache.get(IDENTITY) is None
     assert not cache.erase(IDENTITY)
@@ -333,9 +333,7 @@ def test_relative_directory_disables_the_cache() -> None:
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 def test_loose_key_file_disables_the_cache(cache_dir: Path, mode: int) -> None:
-    open_cache(cache_dir)[0].put(
-        IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None
-    )
+    open_cache(cache_dir)[0].put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     (cache_dir / "key").chmod(mode)
     cache, warnings = open_cache(cache_dir)
 
@@ -377,8 +375,8 @@ def test_malformed_key_is_replaced(cache_dir: Path) -> None:
 
 def test_no_secret_host_or_reference_on_disk(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
-    cache.put(OTHER, Credential.basic(USERNAME, PASSWORD), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
+    cache.put(OTHER, Basic(Secret(USERNAME), Secret(PASSWORD)), ttl=300, backend_expires_at=None)
     cache.record(True)
     with cache.lock(IDENTITY, time.monotonic() + 1):
         pass
@@ -398,7 +396,7 @@ def test_no_secret_host_or_reference_on_disk(cache_dir: Path) -> None:
 def test_reprs_hide_secrets(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
     entry = cache.put(
-        IDENTITY, Credential.basic(USERNAME, PASSWORD), ttl=300, backend_expires_at=None
+        IDENTITY, Basic(Secret(USERNAME), Secret(PASSWORD)), ttl=300, backend_expires_at=None
     )
     text = repr(entry) + repr(cache) + repr(cache.status()) + repr(cache._keys)
     assert PASSWORD not in text and USERNAME not in text
@@ -412,7 +410,7 @@ def test_times_and_jitter(cache_dir: Path, clock: Clock) -> None:
     cache, _ = open_cache(cache_dir, clock)
     fractions = []
     for _ in range(200):
-        entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+        entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
         assert entry.stored_at == clock.now
         assert entry.expires_at == clock.now + 300
         assert entry.backend_expires_at is None
@@ -424,23 +422,19 @@ def test_times_and_jitter(cache_dir: Path, clock: Clock) -> None:
 
 def test_backend_expiry_caps_the_entry(cache_dir: Path, clock: Clock) -> None:
     cache, _ = open_cache(cache_dir, clock)
-    entry = cache.put(
-        IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=clock.now + 60
-    )
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=clock.now + 60)
     assert entry.expires_at == clock.now + 60
     assert entry.backend_expires_at == clock.now + 60
     assert clock.now + 45 <= entry.refresh_after <= clock.now + 54
     assert cache.get(IDENTITY) == entry
 
-    later = cache.put(
-        IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=clock.now + 3600
-    )
+    later = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=clock.now + 3600)
     assert later.expires_at == clock.now + 300
 
 
 def test_zero_ttl_writes_nothing(cache_dir: Path, clock: Clock) -> None:
     cache, _ = open_cache(cache_dir, clock)
-    entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=0, backend_expires_at=None)
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=0, backend_expires_at=None)
     assert entry.expires_at == entry.refresh_after == entry.stored_at == clock.now
     assert entry_files(cache_dir) == []
     assert cache.get(IDENTITY) is None
@@ -448,7 +442,7 @@ def test_zero_ttl_writes_nothing(cache_dir: Path, clock: Clock) -> None:
 
 def test_already_expired_backend_lifetime_writes_nothing(cache_dir: Path, clock: Clock) -> None:
     cache, _ = open_cache(cache_dir, clock)
-    entry = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=clock.now - 1)
+    entry = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=clock.now - 1)
     assert entry.expires_at == clock.now - 1
     assert entry_files(cache_dir) == []
 
@@ -457,7 +451,7 @@ def test_expired_entries_are_returned_for_the_caller_to_judge(
     cache_dir: Path, clock: Clock
 ) -> None:
     cache, _ = open_cache(cache_dir, clock)
-    stored = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    stored = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     clock.now += 10_000
     assert cache.get(IDENTITY) == stored
 
@@ -469,7 +463,7 @@ def test_stray_temp_files_are_swept(cache_dir: Path) -> None:
     for path in (old, young):
         path.write_bytes(b"partial")
     os.utime(old, (time.time() - 120, time.time() - 120))
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert not old.exists() and young.exists()
 
 
@@ -478,8 +472,8 @@ def test_stray_temp_files_are_swept(cache_dir: Path) -> None:
 
 def test_erase_compare_and_delete(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    old = cache.put(IDENTITY, Credential.bearer("old-token"), ttl=300, backend_expires_at=None)
-    new = cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    old = cache.put(IDENTITY, Bearer(Secret("old-token")), ttl=300, backend_expires_at=None)
+    new = cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert old.credential_id != new.credential_id
 
     assert cache.erase(IDENTITY, old.credential_id) is False  # stale id: the fresh one stays
@@ -492,8 +486,8 @@ def test_erase_compare_and_delete(cache_dir: Path) -> None:
 
 def test_erase_without_id_deletes(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
-    cache.put(OTHER, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
+    cache.put(OTHER, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert cache.erase(IDENTITY) is True
     assert cache.get(IDENTITY) is None
     assert cache.get(OTHER) is not None
@@ -502,9 +496,9 @@ def test_erase_without_id_deletes(cache_dir: Path) -> None:
 
 def test_clear_removes_everything_and_the_key(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    old_id = cache.credential_id(IDENTITY, Credential.bearer(TOKEN))
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
-    cache.put(OTHER, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    old_id = cache.credential_id(IDENTITY, Bearer(Secret(TOKEN)))
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
+    cache.put(OTHER, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     cache.record(True)
     cache.record(False)
     with cache.lock(IDENTITY, time.monotonic() + 1):
@@ -517,7 +511,7 @@ def test_clear_removes_everything_and_the_key(cache_dir: Path) -> None:
 
     fresh, _ = open_cache(cache_dir)
     assert fresh.enabled and fresh.status().entries == 0
-    assert fresh.credential_id(IDENTITY, Credential.bearer(TOKEN)) != old_id
+    assert fresh.credential_id(IDENTITY, Bearer(Secret(TOKEN))) != old_id
 
 
 # -- locks ---------------------------------------------------------------------------------------
@@ -556,7 +550,7 @@ _WORKER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from mlflow_secrets_helper.cache import Cache, CacheIdentity
-    from mlflow_secrets_helper.secret import Credential
+    from mlflow_secrets_helper.secret import Bearer, Secret
 
     directory, log = Path(sys.argv[1]), Path(sys.argv[2])
     identity = CacheIdentity("https", "h.test", 443, "vault", "p", "", "Authorization", "")
@@ -569,7 +563,7 @@ _WORKER = textwrap.dedent(
             time.sleep(0.2)  # the slow backend fetch
             with log.open("a") as out:
                 out.write("fetch\\n")
-            cache.put(identity, Credential.bearer("t0ken"), ttl=300, backend_expires_at=None)
+            cache.put(identity, Bearer(Secret("t0ken")), ttl=300, backend_expires_at=None)
         entry = cache.get(identity)
         assert entry is not None and entry.credential.token is not None
         with log.open("a") as out:
@@ -617,12 +611,12 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from mlflow_secrets_helper.cache import Cache, CacheIdentity
-    from mlflow_secrets_helper.secret import Credential
+    from mlflow_secrets_helper.secret import Bearer, Secret
 
     identity = CacheIdentity("https", "h.test", 443, "vault", "p", "", "Authorization", "")
     cache = Cache.open(Path(sys.argv[1]))
     for round in range(300):
-        cache.put(identity, Credential.bearer(f"t{round}"), ttl=300, backend_expires_at=None)
+        cache.put(identity, Bearer(Secret(f"t{round}")), ttl=300, backend_expires_at=None)
     """
 )
 
@@ -630,7 +624,7 @@ _WRITER = textwrap.dedent(
 def test_readers_never_see_a_torn_write(cache_dir: Path) -> None:
     identity = CacheIdentity("https", "h.test", 443, "vault", "p", "", "Authorization", "")
     reader, _ = open_cache(cache_dir)
-    reader.put(identity, Credential.bearer("first"), ttl=300, backend_expires_at=None)
+    reader.put(identity, Bearer(Secret("first")), ttl=300, backend_expires_at=None)
     writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(cache_dir)])
     reads = 0
     while writer.poll() is None:
@@ -645,7 +639,7 @@ def test_readers_never_see_a_torn_write(cache_dir: Path) -> None:
 
 def test_abandoned_entries_of_an_old_key_are_swept(cache_dir: Path) -> None:
     old, _ = open_cache(cache_dir)
-    old.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    old.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     abandoned = only_entry(cache_dir)
     month_ago = time.time() - 30 * 86400
     os.utime(abandoned, (month_ago, month_ago))
@@ -653,7 +647,7 @@ def test_abandoned_entries_of_an_old_key_are_swept(cache_dir: Path) -> None:
 
     fresh, _ = open_cache(cache_dir)
     assert fresh.status().entries == 0
-    fresh.put(OTHER, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    fresh.put(OTHER, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert not abandoned.exists()
     assert fresh.status().entries == 1
 
@@ -687,8 +681,8 @@ def test_counters_stay_bounded(cache_dir: Path) -> None:
 
 def test_status_counts_only_entries_of_the_current_key(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
-    cache.put(OTHER, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
+    cache.put(OTHER, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     (cache_dir / ("0" * 32 + ".entry")).write_bytes(b"MSHCACHE\x01" + b"\0" * 60)
     status = cache.status()
     assert status.enabled and status.entries == 2
@@ -714,7 +708,7 @@ def shm_runtime_dir() -> Iterator[Path]:
 
 def test_key_lives_in_a_tmpfs_runtime_dir(cache_dir: Path, shm_runtime_dir: Path) -> None:
     cache, warnings = open_cache(cache_dir, runtime_dir=shm_runtime_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     status = cache.status()
 
     assert warnings == [] and status.warnings == ()
@@ -846,14 +840,14 @@ def test_memory_rejects_large_notes(cache_dir: Path) -> None:
 
 def test_notes_and_entries_stay_apart(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     memory = cache.memory()
     memory.remember(NOTE_KEY, "kv/", ttl=300)
     (entry,), (note,) = entry_files(cache_dir), note_files(cache_dir)
 
     shutil.copyfile(note, entry)  # a note where the entry should be: a miss, and removed
     assert cache.get(IDENTITY) is None and not entry.exists()
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     shutil.copyfile(entry, note)
     assert memory.recall(NOTE_KEY) is None and not note.exists()
     assert cache.get(IDENTITY) is not None
@@ -890,7 +884,7 @@ def test_disabled_cache_memory_remembers_nothing(cache_dir: Path) -> None:
 def test_status_ignores_notes_and_clear_removes_them(cache_dir: Path) -> None:
     cache, _ = open_cache(cache_dir)
     memory = cache.memory()
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     memory.remember(NOTE_KEY, "kv/", ttl=300)
     memory.remember(NOTE_KEY + "2", "kv2/", ttl=300)
     assert cache.status().entries == 1
@@ -907,5 +901,5 @@ def test_old_notes_are_swept(cache_dir: Path) -> None:
     (note,) = note_files(cache_dir)
     month_ago = time.time() - 30 * 86400
     os.utime(note, (month_ago, month_ago))
-    cache.put(IDENTITY, Credential.bearer(TOKEN), ttl=300, backend_expires_at=None)
+    cache.put(IDENTITY, Bearer(Secret(TOKEN)), ttl=300, backend_expires_at=None)
     assert not note.exists()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mlflow_secrets_helper.errors import ConfigError, InvalidInput
 from mlflow_secrets_helper.policy import HostPattern
-from mlflow_secrets_helper.target import (
+from mlflow_secrets_helper.protocol import (
     DEFAULT_PORTS,
     Request,
     Target,

@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_secrets_helper.errors import ConfigError, HostRefused
 from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
-from mlflow_secrets_helper.target import Target, parse_target
+from mlflow_secrets_helper.protocol import Target, parse_target
 
 SOURCE = "MLFLOW_SECRETS_ALLOWED_HOSTS"
 

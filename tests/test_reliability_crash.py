@@ -48,7 +48,7 @@ from mlflow_secrets_helper.cache import Cache
 from mlflow_secrets_helper.providers import Fetched
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import parse_target
+from mlflow_secrets_helper.protocol import parse_target
 
 
 def token(number):
@@ -59,13 +59,16 @@ class Rotating:
     # The configured provider's identity (so the entry is the one `get` reads),
     # a new credential on every fetch, no network.
     def __init__(self, real, first):
-        self.real, self.name, self.numbers = real, real.name, itertools.count(first)
+        self.real, self.numbers = real, itertools.count(first)
 
     def reference(self):
         return self.real.reference()
 
     def cache_key(self):
         return self.real.cache_key()
+
+    def warnings(self):
+        return ()
 
     def fetch(self, deadline):
         return Fetched(Secret('{"token": "%s"}' % token(next(self.numbers))))

@@ -1,8 +1,11 @@
 """The command line: the only module that touches stdin, stdout, stderr and exit codes.
 
-stdout carries the answer and nothing else; it is written once, whole, at the
-end. Errors go to stderr as ``mlflow-secrets-helper: error: <kind>: <message>``
-followed by optional ``hint:`` lines, with hostile text escaped.
+This module owns the argument syntax, the actions (``get``/``store``/``erase``, the
+``cache`` commands, and handing ``info``/``doctor`` to diagnostics), the output
+formats (header, token, json, git) and the :class:`Reporter` that writes one escaped
+line per diagnostic on stderr. stdout carries the answer and nothing else, written
+once, whole, at the end. The rules are the SYNOPSIS, OPTIONS, ACTIONS, OUTPUT and
+EXIT STATUS sections of the man page.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from mlflow_secrets_helper.errors import (
     InvalidInput,
     UnsupportedScheme,
 )
+from mlflow_secrets_helper.protocol import parse_request, read_request
 from mlflow_secrets_helper.resolve import Answer, Resolver
-from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import Request, escape, parse_request, read_request
+from mlflow_secrets_helper.text import escape
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")
@@ -197,11 +200,15 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
 
     resolver = make_resolver(config, env, report)
     if inv.action == "erase":
-        credential_id = _single(request.attributes, "credential_id")
-        if credential_id is None:
-            credential_id = _id_for_value(resolver, request)
-        if credential_id != _NOT_OURS:
-            resolver.erase(request.target, credential_id)
+        # git names the credential to erase by its value: `password`, or `credential`
+        # for an authtype answer; our own callers name it by `credential_id`.
+        attributes = request.attributes
+        result = resolver.erase(
+            request.target,
+            credential_id=_single(attributes, "credential_id"),
+            value=_single(attributes, "credential") or _single(attributes, "password"),
+        )
+        report.debug(f"erase {request.target.origin()}: {result.value}")
         return ""
 
     answer = resolver.get(request.target, refresh=inv.refresh)
@@ -242,26 +249,6 @@ def cache_command(rest: list[str], config: Config, env: Mapping[str, str], repor
     raise InvalidInput("cache needs status or clear", hints=["usage: cache status | cache clear"])
 
 
-_NOT_OURS = "\0not-ours"
-
-
-def _id_for_value(resolver: Resolver, request: Request) -> str | None:
-    """git's erase names the credential by value (`password` or `credential`).
-    Delete only when it is the one we cached; otherwise leave the cache alone."""
-    value = _single(request.attributes, "credential") or _single(request.attributes, "password")
-    if value is None:
-        return None
-    found = resolver.cached_entry(request.target)
-    if found is None:
-        return _NOT_OURS
-    _identity, entry = found
-    cred = entry.credential
-    mine = cred.token if cred.mode == "bearer" else cred.password
-    if mine is not None and mine == Secret(value):
-        return entry.credential_id
-    return _NOT_OURS
-
-
 def _single(attributes: Mapping[str, tuple[str, ...]], key: str) -> str | None:
     values = attributes.get(key)
     return values[-1] if values else None
@@ -279,7 +266,7 @@ def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
     if fmt == "header":
         return f"{answer.header_name}: {answer.header_value().expose()}\n"
     if fmt == "token":
-        if cred.mode != "bearer" or cred.token is None:
+        if cred.mode != "bearer":
             raise InvalidInput(
                 "--format token needs a bearer credential, and this host's secret is basic",
                 hints=["use --format header or --format git"],
@@ -310,10 +297,8 @@ def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
     # git
     expiry = _seconds(answer.expires_at)
     if cred.mode == "basic":
-        assert cred.username is not None and cred.password is not None
         lines = [f"username={cred.username.expose()}", f"password={cred.password.expose()}"]
     elif authtype:
-        assert cred.token is not None
         lines = [
             "capability[]=authtype",
             "authtype=Bearer",

@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 from mlflow_secrets_helper import providers
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
+from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.providers import ProviderSpec
 from mlflow_secrets_helper.secret import AUTH_MODES, AuthMode, check_header_name
-from mlflow_secrets_helper.target import Target
 
 APP_NAME = "mlflow-secrets-helper"
 

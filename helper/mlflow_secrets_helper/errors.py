@@ -1,13 +1,11 @@
-"""The helper's typed errors.
+"""The helper's typed errors: every failure it can report is one of these classes.
 
-Every failure the helper can report is one of these classes. Each carries its
-``kind`` (the word in ``err.kind`` of the JSON output), its exit status, whether
-a caller may retry later, and optional ``hints`` telling the user what to do.
-Messages must never contain a secret value; they name hosts, paths and secret
-references only.
-
-Providers raise :class:`NotFound` when the secret does not exist (the resolver
-then tries the next enabled provider); every other error stops resolution.
+Each carries its ``kind`` (the word in ``err.kind`` of the JSON output and on stderr),
+its exit status, whether a caller may retry later, and optional ``hints`` saying what
+to do next. Messages never contain a secret value; they name hosts, paths and secret
+references only. Providers raise :class:`NotFound` when the secret does not exist (the
+resolver then tries the next route); every other error stops resolution. The exit
+statuses are the EXIT STATUS section of the man page.
 """
 
 from __future__ import annotations
@@ -86,11 +84,4 @@ class InvalidSecret(HelperError):
     """The secret exists but its content cannot make a valid header (exit 5)."""
 
     kind = "invalid-secret"
-    exit_code = 5
-
-
-class CacheError(HelperError):
-    """The local cache cannot be used in a way that must stop the call (exit 5)."""
-
-    kind = "cache"
     exit_code = 5

@@ -1,43 +1,19 @@
-"""Which targets may receive a header: the host allowlist.
+"""The host policy: which targets may receive a header.
 
-Rules (they are the documented behaviour):
+This module owns the allowlist (``MLFLOW_SECRETS_ALLOWED_HOSTS`` or the routes' host
+patterns): parsing its entries into :class:`HostPattern`, matching a canonical
+:class:`~mlflow_secrets_helper.protocol.Target` against them, the plain-http rule for
+loopback targets, and the proxy check that goes with it. The resolver asks it before
+the cache, so a refused host gets nothing, not even a cached header.
 
-- ``MLFLOW_SECRETS_ALLOWED_HOSTS`` is a comma-separated list; each entry is
-  stripped of surrounding whitespace. A TOML route gives the same entries as a
-  list of strings.
-- Entry forms, each with an optional ``:port``: a host name
-  (``mlflow.company.com``), an IPv4 address (``127.0.0.1``), a bracketed IPv6
-  address (``[::1]``), ``*.company.com`` (exactly one label), ``mlflow-*``
-  (one label starting with ``mlflow-``, here a single-label name),
-  ``mlflow-*.company.com``, and ``**.company.com`` (one or more labels).
-- ``*`` stands for one or more characters inside one label and never crosses a
-  dot: ``*.company.com`` matches ``a.company.com`` but neither
-  ``company.com`` nor ``a.b.company.com``; ``mlflow-*`` does not match
-  ``mlflow``. A wildcard is allowed only in the leftmost label, only as the
-  whole label or at its end, and never over an IP address.
-- Names are compared after the same canonicalisation as the target: lowercase,
-  one trailing dot dropped, IPv6 compressed. An entry without a port matches
-  every port; with a port only that port (``h:443`` matches ``https://h``).
-- Rejected at load time (a configuration error, exit 5, so every host is
-  refused): empty entries (``a,,b``, a trailing comma, or a variable that is
-  set but empty), bare ``*`` or ``**``, ``?``, character classes such as
-  ``[a-z]``, schemes, paths, userinfo, and anything a target would be rejected
-  for (bad ports, non-dotted IPv4, unbracketed IPv6, zone ids, non-ASCII).
-- Unset: development mode. Any host is allowed over https; plain http is
-  refused.
-- Plain http is allowed only when all hold: an allowlist is set; the target is
-  loopback (``localhost``, ``127.0.0.0/8``, ``::1``); an entry without a
-  wildcard names that host (``127.0.0.1`` or ``127.0.0.1:5000``; ``localhost``
-  does not cover ``127.0.0.1``); and no HTTP proxy from the environment
-  applies to it.
-- Proxy check, deliberately conservative (when in doubt, refuse): a proxy is
-  configured when any of ``http_proxy``, ``HTTP_PROXY``, ``all_proxy`` or
-  ``ALL_PROXY`` is non-empty. It is bypassed only when ``no_proxy`` (or, when
-  ``no_proxy`` is not set at all, ``NO_PROXY``) is exactly ``*``, or has an
-  entry equal to the host (a leading dot is ignored, ``::1`` written without
-  brackets), or for IPv4 an entry in CIDR form that contains it
-  (``127.0.0.0/8``). Entries with a port do not count, because curl ignores
-  them. System proxy settings (macOS, Windows) are not consulted.
+The rules are the HOST POLICY section of the man page, ``man/mlflow-secrets-helper.1``.
+Finer points the man page does not spell out yet: entries are stripped of whitespace;
+``localhost`` does not cover ``127.0.0.1``; a proxy is configured when any of
+``http_proxy``, ``HTTP_PROXY``, ``all_proxy`` or ``ALL_PROXY`` is non-empty, and is
+bypassed only when ``no_proxy`` (or ``NO_PROXY`` when ``no_proxy`` is unset) is ``*``,
+names the host (leading dot ignored, ``::1`` unbracketed) or holds an IPv4 CIDR that
+contains it; ``no_proxy`` entries with a port do not count (curl ignores them), and
+system proxy settings are not consulted.
 """
 
 from __future__ import annotations
@@ -46,15 +22,15 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 from mlflow_secrets_helper.errors import ConfigError, HostRefused, InvalidInput
-from mlflow_secrets_helper.target import (
+from mlflow_secrets_helper.protocol import (
     Target,
     canonical_host,
     is_dotted_quad,
     is_numeric_label,
     parse_authority,
     parse_port,
-    quote,
 )
+from mlflow_secrets_helper.text import quote
 
 ALLOWED_HOSTS_ENV = "MLFLOW_SECRETS_ALLOWED_HOSTS"
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")

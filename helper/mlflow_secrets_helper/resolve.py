@@ -1,15 +1,18 @@
-"""Resolution: host policy, then the cache, then the providers.
+"""Resolution: the host policy, then the cache, then the providers, in route order.
 
-The policy is checked first, so a host removed from the allowlist gets nothing,
-even from a warm cache. A fresh cache entry is served without loading any SDK.
-On a miss, one process per entry (a cross-process lock) reads the backend while
-the others wait and then read its result from the cache. When the backend is
-unavailable (timeout, connection, 5xx, throttling) and an entry expired less than
-the stale grace ago, that entry is served with ``source="stale"`` and a warning.
+This module owns the order of the rules that turn a target into an :class:`Answer`
+(policy before cache; cached, refreshed-ahead, fetched or stale; the first provider
+whose secret exists serves) and erasing what was cached (:meth:`Resolver.erase`, which
+says what it did as an :class:`EraseResult`). Providers are built through the
+``create_provider`` seam, so a cache hit loads no SDK and tests can pass fakes.
+
+The rules are in the man page: HOST POLICY, CONFIGURATION FILE (route order), CACHE,
+and ACTIONS (erase); ``tests/unit/test_resolver.py`` holds the resolver to each of them.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
@@ -23,9 +26,9 @@ from mlflow_secrets_helper.errors import (
     HostNotConfigured,
     NotFound,
 )
-from mlflow_secrets_helper.providers import Provider
+from mlflow_secrets_helper.protocol import Target
+from mlflow_secrets_helper.providers.base import Memory, Provider, Seams
 from mlflow_secrets_helper.secret import Credential, Secret, parse_secret
-from mlflow_secrets_helper.target import Target
 
 Source = Literal["cache", "backend", "stale"]
 
@@ -49,6 +52,17 @@ class Answer(NamedTuple):
         return self.credential.header_value()
 
 
+class EraseResult(enum.Enum):
+    """What ``erase`` did. Erasing nothing is not a failure (git expects exit 0)."""
+
+    #: an entry holding the named credential (or any, when none was named) was deleted
+    ERASED = "erased"
+    #: nothing is cached for the target
+    NOT_CACHED = "not-cached"
+    #: an entry is cached, but it holds another credential than the one named
+    NOT_OURS = "not-ours"
+
+
 class _Candidate(NamedTuple):
     route: Route
     provider: Provider
@@ -66,7 +80,7 @@ class Resolver:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         create_provider: Callable[
-            [str, Mapping[str, str], Mapping[str, str]], Provider
+            [str, Mapping[str, str], Mapping[str, str], Seams], Provider
         ] = providers.create,
     ) -> None:
         self._config = config
@@ -76,6 +90,7 @@ class Resolver:
         self._clock = clock
         self._monotonic = monotonic
         self._create_provider = create_provider
+        self._seams = Seams(monotonic=monotonic, clock=clock, memory=_LazyMemory(cache))
 
     def get(self, target: Target, *, refresh: bool = False) -> Answer:
         candidates = self._candidates(target)
@@ -102,21 +117,36 @@ class Resolver:
                         return answer
             return self._fetch_first(candidates, deadline, allow_stale=not refresh)
 
-    def erase(self, target: Target, credential_id: str | None) -> bool:
-        """Delete the cached credential for the target (compare-and-delete with an id)."""
-        self._config.policy.check(target, self._env)
-        erased = False
-        for candidate in self._candidates(target, required=False):
-            erased = self._cache.erase(candidate.identity, credential_id) or erased
-        return erased
+    def erase(
+        self, target: Target, *, credential_id: str | None = None, value: str | None = None
+    ) -> EraseResult:
+        """Delete what ``get`` cached for ``target`` (the policy is checked first).
 
-    def cached_entry(self, target: Target) -> tuple[CacheIdentity, Entry] | None:
-        """The cached entry that `get` would consider first (for erase by value)."""
+        With ``credential_id`` this is compare-and-delete: an entry goes only while it
+        still holds that credential, so a fresh one another process just stored survives.
+        Otherwise, with ``value`` (git's ``password`` or ``credential``), only an entry
+        holding that value goes. With neither, every entry for the target goes.
+        """
+        erased = cached = False
         for candidate in self._candidates(target, required=False):
-            entry = self._cache.get(candidate.identity)
-            if entry is not None:
-                return candidate.identity, entry
-        return None
+            identity = candidate.identity
+            if credential_id is None and value is not None:
+                entry = self._cache.get(identity)
+                if entry is None:
+                    continue
+                cached = True
+                if _git_value(entry.credential) != Secret(value):
+                    continue
+                wanted: str | None = entry.credential_id
+            else:
+                wanted = credential_id
+            if self._cache.erase(identity, wanted):
+                erased = True
+            elif wanted is not None and self._cache.get(identity) is not None:
+                cached = True
+        if erased:
+            return EraseResult.ERASED
+        return EraseResult.NOT_OURS if cached else EraseResult.NOT_CACHED
 
     # -- internals ---------------------------------------------------------------
 
@@ -130,9 +160,9 @@ class Resolver:
                 raise HostNotConfigured(
                     f"no provider is configured, so nothing serves {target.origin()}",
                     hints=[
-                        "set MLFLOW_SECRETS_AUTH_ENABLE (vault, aws-secrets-manager or "
-                        "azure-key-vault) and the provider's secret variables, or add a "
-                        "[[routes]] table to the config file",
+                        f"set MLFLOW_SECRETS_AUTH_ENABLE ({_one_of(providers.names())}) and "
+                        "the provider's secret variables, or add a [[routes]] table to the "
+                        "config file",
                     ],
                 )
             raise HostNotConfigured(
@@ -141,7 +171,7 @@ class Resolver:
             )
         candidates = []
         for route in routes:
-            provider = self._create_provider(route.provider, route.settings, self._env)
+            provider = self._create_provider(route.provider, route.settings, self._env, self._seams)
             identity = CacheIdentity(
                 scheme=target.scheme,
                 host=target.host,
@@ -248,7 +278,37 @@ class Resolver:
         )
 
 
+def _git_value(credential: Credential) -> Secret[str]:
+    """The part of a credential git holds and sends back on erase: the bearer token
+    (``credential=``) or the basic password (``password=``)."""
+    return credential.token if credential.mode == "bearer" else credential.password
+
+
 def _provider_warnings(provider: Provider) -> tuple[str, ...]:
     """Providers may offer ``warnings()`` (one-line notes such as TLS checks being off)."""
     extra = getattr(provider, "warnings", None)
     return tuple(str(w) for w in extra()) if callable(extra) else ()
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    *others, last = names
+    return f"{', '.join(others)} or {last}" if others else last
+
+
+class _LazyMemory:
+    """The cache's notes for providers, opened on first use: a cache hit never loads them."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+        self._memory: Memory | None = None
+
+    def _open(self) -> Memory:
+        if self._memory is None:
+            self._memory = self._cache.memory()
+        return self._memory
+
+    def recall(self, key: str) -> str | None:
+        return self._open().recall(key)
+
+    def remember(self, key: str, note: str, ttl: float) -> None:
+        self._open().remember(key, note, ttl)

@@ -1,12 +1,14 @@
 """Secret values, the credential they hold, and the HTTP header made from it.
 
-:class:`Secret` hides its value from ``repr``/``str``/pickling; the raw value is
-taken out with :meth:`Secret.expose` only where it must be: building the header
-and encrypting the cache entry.
+This module owns :class:`Secret` (a value whose ``repr``/``str`` reveal nothing and
+that refuses to be pickled or hashed), the two credentials :class:`Bearer` and
+:class:`Basic` (``Credential = Bearer | Basic``; each validates its fields when built,
+makes its header value and its cache fields), and :func:`parse_secret`, which reads a
+backend's payload into one of them without guessing. The raw value leaves its box
+only to build the header and to encrypt the cache entry.
 
-Secret formats (no guessing): a JSON object ``{"token": ...}`` is a bearer
-token, ``{"username": ..., "password": ...}`` is basic auth, and anything else
-that is not a JSON object is a plain token, even when it contains ``:``.
+The secret formats and the header limits are the SECRET FORMATS and OUTPUT sections of
+the man page, ``man/mlflow-secrets-helper.1``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import base64
 import json
 from _operator import _compare_digest
-from typing import Generic, Literal, NamedTuple, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import ClassVar, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar
 
 from mlflow_secrets_helper.errors import ConfigError, InvalidSecret
 
@@ -68,62 +71,92 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-class Credential(NamedTuple):
-    """What a secret resolves to: a bearer token or a username and password."""
+class Bearer:
+    """A bearer token: ``Bearer <token>``. The constructor checks the token: visible
+    ASCII, 1 byte to 8 KiB."""
 
-    mode: AuthMode
-    token: Secret[str] | None = None
-    username: Secret[str] | None = None
-    password: Secret[str] | None = None
+    __slots__ = ("token",)
+    mode: ClassVar[Literal["bearer"]] = "bearer"
 
-    @classmethod
-    def bearer(cls, token: str) -> Credential:
-        _check_token(token)
-        return cls("bearer", token=Secret(token))
-
-    @classmethod
-    def basic(cls, username: str, password: str) -> Credential:
-        _check_basic(username, password)
-        return cls("basic", username=Secret(username), password=Secret(password))
+    def __init__(self, token: Secret[str]) -> None:
+        _check_token(token.expose())
+        self.token: Final = token
 
     def header_value(self) -> Secret[str]:
-        """``Bearer <token>`` or ``Basic base64(username:password)``, validated."""
-        if self.mode == "bearer":
-            assert self.token is not None
-            value = "Bearer " + self.token.expose()
-        else:
-            assert self.username is not None and self.password is not None
-            raw = f"{self.username.expose()}:{self.password.expose()}".encode()
-            value = "Basic " + base64.b64encode(raw).decode("ascii")
-        if len(value) > MAX_HEADER_VALUE_BYTES:
-            raise InvalidSecret("the secret makes a header value longer than 12 KiB")
-        return Secret(value)
+        """``Bearer <token>``."""
+        return _header("Bearer " + self.token.expose())
 
     def to_fields(self) -> dict[str, str]:
         """The raw fields, for the encrypted cache entry only."""
-        if self.mode == "bearer":
-            assert self.token is not None
-            return {"mode": "bearer", "token": self.token.expose()}
-        assert self.username is not None and self.password is not None
+        return {"mode": "bearer", "token": self.token.expose()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Bearer):
+            return NotImplemented
+        return self.token == other.token
+
+    def __repr__(self) -> str:
+        return "Bearer(<redacted>)"
+
+
+class Basic:
+    """A username and password: ``Basic base64(username:password)``. The constructor
+    checks both: a non-empty username without ``:``, no control characters, 8 KiB each."""
+
+    __slots__ = ("password", "username")
+    mode: ClassVar[Literal["basic"]] = "basic"
+
+    def __init__(self, username: Secret[str], password: Secret[str]) -> None:
+        _check_basic(username.expose(), password.expose())
+        self.username: Final = username
+        self.password: Final = password
+
+    def header_value(self) -> Secret[str]:
+        """``Basic base64(username:password)``."""
+        raw = f"{self.username.expose()}:{self.password.expose()}".encode()
+        return _header("Basic " + base64.b64encode(raw).decode("ascii"))
+
+    def to_fields(self) -> dict[str, str]:
+        """The raw fields, for the encrypted cache entry only."""
         return {
             "mode": "basic",
             "username": self.username.expose(),
             "password": self.password.expose(),
         }
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, object]) -> Credential:
-        """Rebuild from :meth:`to_fields`; raises :class:`InvalidSecret` on anything odd."""
-        mode = fields.get("mode")
-        if mode == "bearer" and isinstance(fields.get("token"), str):
-            return cls.bearer(str(fields["token"]))
-        if (
-            mode == "basic"
-            and isinstance(fields.get("username"), str)
-            and isinstance(fields.get("password"), str)
-        ):
-            return cls.basic(str(fields["username"]), str(fields["password"]))
-        raise InvalidSecret("malformed credential record")
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Basic):
+            return NotImplemented
+        # both compared, in constant time each, whatever the first one says
+        same_user = self.username == other.username
+        same_password = self.password == other.password
+        return same_user and same_password
+
+    def __repr__(self) -> str:
+        return "Basic(<redacted>)"
+
+
+#: What a secret resolves to. ``credential.mode`` tells them apart (mypy narrows on it).
+Credential: TypeAlias = Bearer | Basic
+
+
+def from_fields(fields: Mapping[str, object]) -> Credential:
+    """Rebuild from ``to_fields()``; raises :class:`InvalidSecret` on anything odd."""
+    mode = fields.get("mode")
+    token = fields.get("token")
+    username = fields.get("username")
+    password = fields.get("password")
+    if mode == "bearer" and isinstance(token, str):
+        return Bearer(Secret(token))
+    if mode == "basic" and isinstance(username, str) and isinstance(password, str):
+        return Basic(Secret(username), Secret(password))
+    raise InvalidSecret("malformed credential record")
+
+
+def _header(value: str) -> Secret[str]:
+    if len(value) > MAX_HEADER_VALUE_BYTES:
+        raise InvalidSecret("the secret makes a header value longer than 12 KiB")
+    return Secret(value)
 
 
 def parse_secret(raw: Secret[str] | Secret[bytes], mode: AuthMode | None = None) -> Credential:
@@ -153,10 +186,7 @@ def parse_secret(raw: Secret[str] | Secret[bytes], mode: AuthMode | None = None)
                 "the secret starts with '{' but is not valid JSON",
                 hints=['store {"token": "..."} or {"username": "...", "password": "..."}'],
             ) from None
-    if isinstance(document, dict):
-        credential = _from_object(document)
-    else:
-        credential = Credential.bearer(stripped)
+    credential = _from_object(document) if isinstance(document, dict) else Bearer(Secret(stripped))
     if mode is not None and credential.mode != mode:
         raise InvalidSecret(
             f"the secret holds a {credential.mode} credential but auth mode {mode} is configured",
@@ -174,11 +204,11 @@ def _from_object(document: dict[str, object]) -> Credential:
     if token is not None:
         if not isinstance(token, str):
             raise InvalidSecret('the secret\'s "token" is not a string')
-        return Credential.bearer(token)
+        return Bearer(Secret(token))
     if username is not None or password is not None:
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidSecret('basic secrets need string "username" and "password" fields')
-        return Credential.basic(username, password)
+        return Basic(Secret(username), Secret(password))
     raise InvalidSecret(
         'the JSON secret has no "token" and no "username"/"password"',
         hints=['store {"token": "..."} or {"username": "...", "password": "..."}'],

@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_secrets_helper.cache import FORMAT_VERSION, MAGIC, CacheIdentity, Entry
 from mlflow_secrets_helper.cache import entry as fmt
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Basic, Bearer, Credential, Secret
 
 MASTER = bytes(range(32))
 KEYS = fmt.Keys.derive(MASTER)
@@ -36,7 +36,7 @@ def entry_for(credential: Credential, **times: float | None) -> Entry:
 
 @pytest.mark.parametrize(
     "credential",
-    [Credential.bearer(TOKEN), Credential.basic("svc", "pw-9")],
+    [Bearer(Secret(TOKEN)), Basic(Secret("svc"), Secret("pw-9"))],
     ids=["bearer", "basic"],
 )
 def test_round_trip(credential: Credential) -> None:
@@ -47,7 +47,7 @@ def test_round_trip(credential: Credential) -> None:
 
 
 def test_header_layout() -> None:
-    sealed = fmt.encode(KEYS, AAD, entry_for(Credential.bearer(TOKEN)), NONCE)
+    sealed = fmt.encode(KEYS, AAD, entry_for(Bearer(Secret(TOKEN))), NONCE)
     assert sealed[:8] == MAGIC == b"MSHCACHE"
     assert sealed[8] == FORMAT_VERSION == 1
     assert sealed[9:17] == KEYS.key_id == fmt.key_id_of(sealed)
@@ -58,14 +58,14 @@ def test_header_layout() -> None:
 
 
 def test_only_the_same_identity_and_key_open_it() -> None:
-    sealed = fmt.encode(KEYS, AAD, entry_for(Credential.bearer(TOKEN)), NONCE)
+    sealed = fmt.encode(KEYS, AAD, entry_for(Bearer(Secret(TOKEN))), NONCE)
     other = IDENTITY._replace(port=8443).associated_data()
     assert fmt.decode(KEYS, other, sealed) is None
     assert fmt.decode(fmt.Keys.derive(bytes(32)), AAD, sealed) is None
 
 
 def test_every_damaged_byte_is_a_miss() -> None:
-    sealed = fmt.encode(KEYS, AAD, entry_for(Credential.bearer(TOKEN)), NONCE)
+    sealed = fmt.encode(KEYS, AAD, entry_for(Bearer(Secret(TOKEN))), NONCE)
     for index in range(len(sealed)):
         flipped = sealed[:index] + bytes([sealed[index] ^ 0x40]) + sealed[index + 1 :]
         assert fmt.decode(KEYS, AAD, flipped) is None, index
@@ -98,7 +98,7 @@ def test_authentic_but_malformed_body_is_a_miss(plaintext: bytes) -> None:
 
 
 def test_credential_id_is_keyed_and_bound_to_the_identity() -> None:
-    credential = Credential.bearer(TOKEN)
+    credential = Bearer(Secret(TOKEN))
     first = fmt.credential_id(KEYS, AAD, credential)
     assert first.startswith("c1:") and len(first) == 27
     assert first == fmt.credential_id(fmt.Keys.derive(MASTER), AAD, credential)
@@ -106,27 +106,27 @@ def test_credential_id_is_keyed_and_bound_to_the_identity() -> None:
     assert first != fmt.credential_id(
         KEYS, IDENTITY._replace(version="2").associated_data(), credential
     )
-    assert first != fmt.credential_id(KEYS, AAD, Credential.bearer(TOKEN + "x"))
+    assert first != fmt.credential_id(KEYS, AAD, Bearer(Secret(TOKEN + "x")))
     assert first[3:] not in hashlib.sha256(TOKEN.encode()).hexdigest()
 
 
 @pytest.mark.parametrize(("draw", "fraction"), [(0.0, 0.75), (0.5, 0.825), (1.0, 0.9)])
 def test_refresh_after_is_jittered_within_75_to_90_percent(draw: float, fraction: float) -> None:
     built = fmt.new_entry(
-        KEYS, AAD, Credential.bearer(TOKEN), now=NOW, ttl=200, backend_expires_at=None, draw=draw
+        KEYS, AAD, Bearer(Secret(TOKEN)), now=NOW, ttl=200, backend_expires_at=None, draw=draw
     )
     assert built.stored_at == NOW and built.expires_at == NOW + 200
     assert built.refresh_after == pytest.approx(NOW + 200 * fraction)
 
 
 def test_backend_expiry_caps_and_zero_ttl() -> None:
-    capped = entry_for(Credential.bearer(TOKEN), backend=NOW + 60)
+    capped = entry_for(Bearer(Secret(TOKEN)), backend=NOW + 60)
     assert capped.expires_at == NOW + 60 and capped.backend_expires_at == NOW + 60
     built = fmt.new_entry(
-        KEYS, AAD, Credential.bearer(TOKEN), now=NOW, ttl=0, backend_expires_at=None, draw=0.5
+        KEYS, AAD, Bearer(Secret(TOKEN)), now=NOW, ttl=0, backend_expires_at=None, draw=0.5
     )
     assert built.stored_at == built.refresh_after == built.expires_at == NOW
-    past = entry_for(Credential.bearer(TOKEN), backend=NOW - 1)
+    past = entry_for(Bearer(Secret(TOKEN)), backend=NOW - 1)
     assert past.expires_at == NOW - 1 and past.refresh_after == NOW - 1
 
 

@@ -7,7 +7,7 @@ import pytest
 from mlflow_secrets_helper.cache import entry as entry_format
 from mlflow_secrets_helper.cache import note as fmt
 from mlflow_secrets_helper.cache.entry import CacheIdentity, Keys
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Bearer, Secret
 
 KEYS = Keys.derive(bytes(range(32)))
 NONCE = b"\x05" * 12
@@ -67,7 +67,7 @@ def test_notes_and_entries_never_open_as_each_other() -> None:
     identity = CacheIdentity("https", "h.test", 443, "vault", "p", "", "Authorization", "")
     aad = identity.associated_data()
     built = entry_format.new_entry(
-        KEYS, aad, Credential.bearer("tok"), now=NOW, ttl=60, backend_expires_at=None, draw=0.5
+        KEYS, aad, Bearer(Secret("tok")), now=NOW, ttl=60, backend_expires_at=None, draw=0.5
     )
     entry_bytes = entry_format.encode(KEYS, aad, built, NONCE)
     # Even with the magic swapped and the note's key equal to the identity's encoding,

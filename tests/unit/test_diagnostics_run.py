@@ -12,7 +12,7 @@ from mlflow_secrets_helper import diagnostics, providers
 from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES
 from mlflow_secrets_helper.diagnostics.report import Check, exit_status, render
 from mlflow_secrets_helper.errors import InvalidInput
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Basic, Bearer, Secret
 
 
 def test_run_rejects_unknown_use() -> None:
@@ -25,8 +25,8 @@ def test_run_rejects_unknown_use() -> None:
 
 
 def test_describe_header_shows_name_and_scheme_only() -> None:
-    bearer = Credential.bearer("abc.def")
-    basic = Credential.basic("alice", "pw")
+    bearer = Bearer(Secret("abc.def"))
+    basic = Basic(Secret("alice"), Secret("pw"))
     assert (
         diagnostics.describe_header("Authorization", bearer) == "Authorization: Bearer <redacted>"
     )

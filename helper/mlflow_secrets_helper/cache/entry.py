@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from mlflow_secrets_helper.errors import HelperError
-from mlflow_secrets_helper.secret import Credential
+from mlflow_secrets_helper.secret import Credential, from_fields
 
 MAGIC = b"MSHCACHE"
 FORMAT_VERSION = 1
@@ -142,7 +142,7 @@ def _fields(credential: Credential) -> dict[str, str]:
 
 def _credential(fields: dict[str, object]) -> Credential | None:
     try:
-        return Credential.from_fields(fields)
+        return from_fields(fields)
     except HelperError:
         return None
 

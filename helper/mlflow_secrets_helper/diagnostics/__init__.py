@@ -18,7 +18,8 @@ from mlflow_secrets_helper.diagnostics.doctor import describe_header, doctor
 from mlflow_secrets_helper.diagnostics.info import info
 from mlflow_secrets_helper.diagnostics.probe import base_path, origin_of, send_request
 from mlflow_secrets_helper.errors import InvalidInput
-from mlflow_secrets_helper.target import parse_target, quote
+from mlflow_secrets_helper.protocol import parse_target
+from mlflow_secrets_helper.text import quote
 
 __all__ = ["describe_header", "doctor", "info", "origin_of", "run", "send_request"]
 

@@ -27,9 +27,9 @@ from mlflow_secrets_helper.diagnostics.info import policy_warnings, sdk_installe
 from mlflow_secrets_helper.diagnostics.probe import base_path, send_request, truthy
 from mlflow_secrets_helper.diagnostics.report import Check, Status, exit_status, render
 from mlflow_secrets_helper.errors import HelperError, NotFound
+from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.resolve import Resolver
-from mlflow_secrets_helper.secret import Credential, parse_secret
-from mlflow_secrets_helper.target import Target
+from mlflow_secrets_helper.secret import Bearer, Credential, Secret, parse_secret
 
 #: the identity of doctor's cache probe; no real target can have it (``.invalid`` is reserved)
 PROBE_IDENTITY = CacheIdentity(
@@ -238,7 +238,7 @@ def _key_checks(status: CacheStatus) -> list[Check]:
 
 def probe_cache(cache: Cache, seen: list[str]) -> list[Check]:
     """Write, read back and erase an entry under :data:`PROBE_IDENTITY`."""
-    probe = Credential.bearer("doctor-probe-" + os.urandom(12).hex())
+    probe = Bearer(Secret("doctor-probe-" + os.urandom(12).hex()))
     before = len(seen)
     written = cache.put(PROBE_IDENTITY, probe, ttl=60.0, backend_expires_at=None)
     read = cache.get(PROBE_IDENTITY)

@@ -23,10 +23,11 @@ from mlflow_secrets_helper import __version__, providers
 from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import open_user_cache
 from mlflow_secrets_helper.config import APP_NAME, Config, Route
-from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES, display_url, truthy
+from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES, truthy
 from mlflow_secrets_helper.errors import HelperError
+from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.providers import ProviderSpec
-from mlflow_secrets_helper.target import Target, escape
+from mlflow_secrets_helper.text import display_url, escape
 
 #: a location variable named so turns a backend's TLS verification off when true
 _SKIP_VERIFY_SUFFIX = "_SKIP_VERIFY"

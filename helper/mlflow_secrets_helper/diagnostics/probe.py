@@ -26,8 +26,9 @@ from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper.config import APP_NAME
 from mlflow_secrets_helper.diagnostics.report import Check
 from mlflow_secrets_helper.errors import ConfigError, HelperError, InvalidInput
+from mlflow_secrets_helper.protocol import DEFAULT_PORTS, Target
 from mlflow_secrets_helper.secret import Secret
-from mlflow_secrets_helper.target import DEFAULT_PORTS, Target, quote
+from mlflow_secrets_helper.text import display_url, quote
 
 #: the MLflow API call of ``doctor --dry-run``: cheap, read-only, and behind auth
 DRY_RUN_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -65,22 +66,6 @@ def origin_of(url: str) -> tuple[str, str, int] | None:
     if scheme not in DEFAULT_PORTS or not host or port is None:
         return None
     return scheme, host, port
-
-
-def display_url(url: str) -> str:
-    """A URL without user info, query or fragment (they may carry secrets)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<malformed URL>"
-    if not parts.scheme or not host:
-        return url.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def truthy(value: str | None) -> bool:

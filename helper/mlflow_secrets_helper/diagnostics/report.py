@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlflow_secrets_helper.errors import HelperError
-from mlflow_secrets_helper.target import escape
+from mlflow_secrets_helper.text import escape
 
 Status = Literal["ok", "warn", "FAIL"]
 

@@ -44,6 +44,7 @@ from mlflow_secrets_helper.providers.base import (
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
+from mlflow_secrets_helper.text import display_url
 
 if TYPE_CHECKING:
     from botocore.config import Config as BotocoreConfig
@@ -454,7 +455,7 @@ class AwsSecretsManagerProvider:
             ), True
         if isinstance(exc, HTTPClientError | BotoConnectionError):
             endpoint = self._endpoint_override()
-            where = f" at {_without_userinfo(endpoint)}" if endpoint else ""
+            where = f" at {display_url(endpoint)}" if endpoint else ""
             return BackendUnavailable(
                 f"cannot reach AWS Secrets Manager{where} for {what} ({type(exc).__name__}) {tried}"
             ), True
@@ -475,11 +476,6 @@ class AwsSecretsManagerProvider:
 
 class _IncompleteResponse(Exception):
     """A 200 answer without SecretString or SecretBinary: a cut or garbled body."""
-
-
-def _without_userinfo(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + rest.rpartition("@")[2] if sep else url
 
 
 def _code_of(exc: Exception) -> str | None:

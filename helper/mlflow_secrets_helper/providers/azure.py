@@ -44,6 +44,7 @@ from mlflow_secrets_helper.providers.base import (
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
+from mlflow_secrets_helper.text import one_line
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -371,7 +372,7 @@ class AzureKeyVaultProvider:
             return BackendDenied(f"Key Vault refused the request for {secret} ({code})")
         if isinstance(error, (ServiceRequestError, ServiceResponseError)):
             return BackendUnavailable(
-                f"cannot reach Key Vault for {secret}: {_one_line(str(error))}",
+                f"cannot reach Key Vault for {secret}: {one_line(str(error))}",
                 hints=["check the network, proxy settings and the CA bundle (REQUESTS_CA_BUNDLE)"],
             )
         if isinstance(error, ValueError) and "challenge" in str(error).lower():
@@ -393,11 +394,6 @@ def _codes(error: Any) -> str:
     return "/".join(parts)
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _chain_summary(message: str) -> str:
     """One line from DefaultAzureCredential's multi-line failure: each credential it tried and
     why it gave up, with the SDK's troubleshooting boilerplate left out."""
@@ -409,8 +405,8 @@ def _chain_summary(message: str) -> str:
         if "unavailable" in reason.lower() or "not fully configured" in reason.lower():
             attempts.append(f"{name}: not configured")
         else:
-            attempts.append(f"{name}: {_one_line(reason.split(' Visit ')[0], 200)}")
-    return "; ".join(attempts) if attempts else _one_line(message)
+            attempts.append(f"{name}: {one_line(reason.split(' Visit ')[0], 200)}")
+    return "; ".join(attempts) if attempts else one_line(message)
 
 
 _NETWORK_WORDS = (

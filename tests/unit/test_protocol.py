@@ -1,4 +1,7 @@
-"""Parsing stdin into a target: every accepted form and every rejection of CONTRACT §3."""
+"""The stdin protocol: reading a request and parsing it into a target.
+
+Every accepted form and every rejection of CONTRACT §3.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlflow_secrets_helper.errors import InvalidInput
-from mlflow_secrets_helper.target import (
+from mlflow_secrets_helper.protocol import (
     MAX_LINE_BYTES,
     Request,
     Target,

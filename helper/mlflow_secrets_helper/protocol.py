@@ -1,53 +1,21 @@
-"""The target read on stdin: which server (scheme, host, port) wants a header.
+"""The stdin protocol: reading a request and parsing it into a canonical :class:`Target`.
 
-stdin carries one of three forms, read up to the first blank line or EOF:
+This module owns what ``get``, ``store`` and ``erase`` read: the bounded, non-blocking
+read of stdin (:func:`read_request`), the three input forms (git ``key=value``
+attributes, a URL, a bare ``host[:port]``) and the canonical origin they name
+(scheme, host, port). It imports no SDK and prints nothing; messages about hostile
+input are quoted with :mod:`mlflow_secrets_helper.text`. The reader and the parser stay
+in one module (past 400 lines) because they enforce the same limits with the same
+messages, and the host grammar is one unit that the fuzz tests drive as a whole.
 
-1. git credential attributes, one ``key=value`` per line (detected when the
-   first line matches ``^[A-Za-z_][A-Za-z0-9_]*(\\[\\])?=``);
-2. a URL such as ``https://mlflow.company.com/path``;
-3. a bare ``host[:port]``, which means https.
-
-Rules a caller can rely on (they are the documented behaviour):
-
-- Input is UTF-8, split on ``\\n`` only, and ends at the first blank line or at
-  EOF; anything after the blank line is ignored. A blank first line means the
-  input is empty, which is an error. A line longer than 64 KiB (not counting
-  its newline) or more than 1 MiB in total is rejected.
-- No line may contain a control character: C0 (``\\r`` and tab included), DEL,
-  C1, U+2028/U+2029, or the bidirectional overrides U+202A-U+202E and
-  U+2066-U+2069. This applies to every attribute, secrets included.
-- git form: ``protocol``, ``host``, ``path``, ``url``, ``username``,
-  ``credential_id``, ``password`` and ``credential`` are single-valued; giving
-  one twice is an error even with the same value. ``capability[]`` and
-  ``wwwauth[]`` collect every value in order, and an empty value resets the
-  list (as in git). Every line must be ``key=value``; other keys are ignored
-  and not kept. Without ``url``, both ``protocol`` and ``host`` are required
-  (git refuses such credentials too). With ``url``, a ``protocol`` or ``host``
-  that is also given must name the same scheme, host and port (``host=h`` and
-  ``url=https://h:443`` agree). Only host, url and protocol values ever appear
-  in error messages.
-- URL and host forms are a single line; more non-blank lines are an error.
-  A URL's path, query and fragment are ignored for the lookup; they may hold
-  ``%``-escapes and ``@`` but no whitespace, backslash or non-ASCII character.
-- Scheme: ``https`` or ``http``, any case; anything else is "unsupported
-  scheme" (exit 2).
-- Authority (``host[:port]``): no userinfo (``@``), backslash, ``%``,
-  whitespace or non-ASCII character. Internationalised names must be given in
-  their ``xn--`` form.
-- Host names are lowercased and lose one trailing dot. Each label is 1-63
-  characters of ``a-z 0-9 - _`` and neither starts nor ends with ``-``; the
-  whole name is at most 253 characters.
-- IPv4 only as plain dotted decimal: four numbers 0-255 without leading zeros.
-  A name whose last label is all digits (or ``0x``-hex, which browsers read as
-  a number) must be such an address, so ``127.1``, ``0x7f.0.0.1``,
-  ``0177.0.0.1`` and ``2130706433`` are rejected.
-- IPv6 only in brackets (``[::1]:8443``), without a zone id; it is kept in its
-  compressed form without brackets (``[0:0::1]`` becomes ``::1``).
-- Port: 1-65535 written in decimal without sign or leading zeros; an empty
-  port (``host:``) is an error. Without a port the scheme's default applies
-  (443 for https, 80 for http).
-- Loopback means exactly ``localhost``, ``127.0.0.0/8`` and ``::1``
-  (not ``*.localhost`` and not IPv4-mapped IPv6).
+The rules (line and size limits, control characters, git attributes, schemes, host,
+IPv4/IPv6 and port syntax, loopback) are the INPUT section of the man page,
+``man/mlflow-secrets-helper.1``; ``tests/unit/test_protocol.py`` and ``tests/test_fuzz_input.py``
+hold the parser to them. Finer points the man page does not spell out yet:
+``capability[]=`` and ``wwwauth[]=`` with an empty value reset the list (as in git);
+a line of only ``\\r`` ends the read, so CRLF input fails at once; a URL's path may
+hold ``%``-escapes and ``@``; labels may hold ``_``; ``*.localhost`` and IPv4-mapped
+IPv6 are not loopback; only host, url and protocol values appear in messages.
 """
 
 from __future__ import annotations
@@ -61,6 +29,7 @@ from types import MappingProxyType
 from typing import BinaryIO, Literal, NamedTuple
 
 from mlflow_secrets_helper.errors import InvalidInput, UnsupportedScheme
+from mlflow_secrets_helper.text import quote
 
 MAX_LINE_BYTES = 64 * 1024
 MAX_INPUT_BYTES = 1024 * 1024
@@ -81,27 +50,6 @@ SINGLE_KEYS = frozenset(
 )
 MULTI_KEYS = frozenset({"capability[]", "wwwauth[]"})
 _SHOWN_KEYS = frozenset({"protocol", "host", "url"})
-
-
-def escape(text: object) -> str:
-    """Text made safe for one line of output: printable ASCII stays, everything
-    else becomes a backslash escape (no quotes added, nothing truncated)."""
-    value = str(text)
-    if all(" " <= ch <= "~" for ch in value):
-        return value
-    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in value)
-
-
-def quote(text: str | bytes, limit: int = 80) -> str:
-    """Hostile input made safe for a one-line message: escaped, quoted, truncated.
-
-    Only printable ASCII survives; everything else is shown as a Python escape.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "backslashreplace")
-    if len(text) > limit:
-        return ascii(text[:limit]) + "..."
-    return ascii(text)
 
 
 class Target(NamedTuple):
