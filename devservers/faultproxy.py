@@ -25,6 +25,9 @@ Actions: :func:`respond` (canned status, headers, body), :func:`aws_error`,
 The proxy speaks HTTP/1.1 with keep-alive to the client and opens one upstream
 connection per request (``https`` upstreams take ``upstream_ssl_context``). It
 keeps the client's ``Host`` header, so SigV4 signatures still match.
+
+One module, longer than most, because the actions, the rules that choose them and the
+proxy that applies them are one vocabulary that callers import together.
 """
 
 from __future__ import annotations

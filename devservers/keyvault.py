@@ -21,6 +21,9 @@ Fidelity limits of the emulator, on purpose:
   (not checked against the live service);
 * error bodies carry the service's codes and envelope, with shortened messages; no throttling,
   firewall, private endpoint or soft-delete behaviour unless a caller injects a status.
+
+The module is longer than most: the error envelopes and messages are the service's, written
+where the handler sends them, and the managed-identity endpoint shares the token registry.
 """
 
 from __future__ import annotations
