@@ -101,10 +101,10 @@ class Process:
             )
             return self.proc
         finally:
-            if self.die_with_parent:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             if not isinstance(out, int):
-                out.close()
+                out.close()  # the child has its own copy
+            if self.die_with_parent:  # last: a held-back signal is handled right here
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         """Poll ``ready()`` (an ``OSError`` counts as not yet) until it is true; raise
