@@ -5,7 +5,7 @@
 #
 # Builds a second virtualenv (.venv-mlflow-2.20) holding mlflow-skinny 2.20.4, this
 # package (with its AWS extra, for the helper) and the test tools, then runs
-# tests/test_shim_mlflow_e2e.py there. The MLflow servers come from MAIN_VENV (the
+# tests/e2e/test_shim_mlflow_e2e.py there. The MLflow servers come from MAIN_VENV (the
 # skinny client cannot serve). Exits non-zero on any failure and when no test ran.
 set -euo pipefail
 
@@ -34,7 +34,7 @@ echo "mlflow-compat: MLflow client $installed, servers from $MAIN_VENV"
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 MLFLOW_SECRETS_TEST_SERVER_PYTHON="$MAIN_VENV/bin/python" \
-    "$VENV/bin/python" -m pytest tests/test_shim_mlflow_e2e.py -m mlflow_e2e \
+    "$VENV/bin/python" -m pytest tests/e2e/test_shim_mlflow_e2e.py -m mlflow_e2e \
     -p no:cacheprovider --junitxml="$report" "${@:2}"
 
 # pytest exits 0 when every test was skipped; that is not a pass here.

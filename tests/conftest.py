@@ -1,7 +1,9 @@
 """Shared fixtures: a clean environment for the helper and a way to run it as a subprocess.
 
-Server fixtures live in ``tests/support/`` (one module per server, thin pytest plugins
-over the servers in ``devservers/``) and are registered here as plugins.
+Two tiers: ``tests/unit`` (pure, needs only the core dependencies, runs in seconds) and
+``tests/e2e`` (real servers on 127.0.0.1, real clients). The server fixtures live in
+``tests/support/`` and are loaded by ``tests/e2e/conftest.py`` only, so the unit tier
+imports no SDK.
 """
 
 from __future__ import annotations
@@ -14,14 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-pytest_plugins = [
-    "tests.support.moto_server",
-    "tests.support.faultproxy",
-    "tests.support.openbao",
-    "tests.support.keyvault",
-    "tests.support.mlflow_server",
-]
 
 BIN = Path(sys.executable).parent
 HELPER = str(BIN / "mlflow-secrets-helper")

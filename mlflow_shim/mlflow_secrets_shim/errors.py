@@ -25,5 +25,6 @@ class HelperError(_Base):
 
     def __init__(self, message: str, *, kind: str = "helper-failed", retryable: bool = False):
         super().__init__(message)
+        self.message = message  # MlflowException sets it too; Exception does not
         self.kind = kind
         self.retryable = retryable

@@ -24,7 +24,7 @@ from mlflow_secrets_shim.errors import HelperError
 from mlflow_secrets_shim.invocation import HelperProcess
 from mlflow_secrets_shim.memo import RECHECK_401_AFTER, CredentialMemo
 from mlflow_secrets_shim.origin import Origin
-from tests.shim_fakes import FakeHelper, LoopbackServer, loopback_server
+from tests.e2e.shim_fakes import FakeHelper, LoopbackServer, loopback_server
 
 SECRET = "Bearer tok-0001-s3cr3t"
 ROTATED = "Bearer tok-0002-r0tated"

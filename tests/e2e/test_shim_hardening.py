@@ -16,7 +16,7 @@ import pytest
 from mlflow_secrets_shim.errors import HelperError
 from mlflow_secrets_shim.invocation import HelperProcess, Sealed
 from mlflow_secrets_shim.origin import Origin
-from tests.shim_fakes import FAKE_HELPER, FakeHelper
+from tests.e2e.shim_fakes import FAKE_HELPER, FakeHelper
 
 CANARY = "Bearer canary-7d1f3a9b0c2e"
 ORIGIN = Origin.of("http://127.0.0.1:5999/")
