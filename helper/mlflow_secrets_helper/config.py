@@ -18,21 +18,16 @@ CONFIGURATION FILE).
 
 from __future__ import annotations
 
-import os
-import stat
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mlflow_secrets_helper import providers
+from mlflow_secrets_helper import providers, userfiles
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.policy import HostPattern, HostPolicy, parse_patterns
 from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.providers import ProviderSpec
 from mlflow_secrets_helper.secret import AUTH_MODES, AuthMode, check_header_name
-
-APP_NAME = "mlflow-secrets-helper"
 
 DEFAULT_TIMEOUT_SEC = 10.0
 DEFAULT_TTL_SEC = 300.0
@@ -104,42 +99,15 @@ class Config(NamedTuple):
         return tuple(route for route in self.routes if route.serves(target))
 
 
-def default_config_path(env: Mapping[str, str]) -> Path:
-    explicit = env.get("MLFLOW_SECRETS_CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
-    return _user_dir("config", env) / "config.toml"
-
-
-def default_cache_dir(env: Mapping[str, str]) -> Path:
-    return _user_dir("cache", env)
-
-
-def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
-    """The user's config or cache directory for this program.
-
-    On Linux and the BSDs this is the XDG rule platformdirs applies
-    (``$XDG_CONFIG_HOME`` / ``$XDG_CACHE_HOME`` when absolute, else
-    ``~/.config`` / ``~/.cache``), computed here because importing platformdirs
-    costs more than a cache hit's own work. Elsewhere platformdirs decides.
-    """
-    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
-        base = Path(env.get("XDG_CONFIG_HOME" if kind == "config" else "XDG_CACHE_HOME", ""))
-        if not base.is_absolute():
-            home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-            base = home / (".config" if kind == "config" else ".cache")
-        return base / APP_NAME
-    import platformdirs
-
-    if kind == "config":
-        return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
-
-
 def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     """Build the effective configuration. Raises :class:`ConfigError` on anything malformed."""
-    path = default_config_path(env)
-    document, loaded = _read_file(path)
+    path = userfiles.config_path(env)
+    document = userfiles.read_config_file(path)
+    loaded = document is not None
+    document = document or {}
+    unknown = sorted(set(document) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
 
     header_name = check_header_name(
         env.get("MLFLOW_AUTH_HEADER_NAME")
@@ -166,7 +134,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
         None, document.get("ttl_sec"), "ttl_sec", DEFAULT_TTL_SEC, maximum=MAX_TTL_SEC
     )
     cache_dir_text = env.get("MLFLOW_SECRETS_CACHE_DIR") or _file_str(document, "cache_dir", path)
-    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else default_cache_dir(env)
+    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else userfiles.cache_dir(env)
     log_level = (
         env.get("MLFLOW_SECRETS_LOG_LEVEL") or _file_str(document, "log_level", path) or "warning"
     ).lower()
@@ -392,38 +360,3 @@ def _file_str(document: Mapping[str, Any], key: str, path: Path) -> str | None:
     if not isinstance(value, str):
         raise ConfigError(f"{path}: {key} must be a string")
     return value
-
-
-def _read_file(path: Path) -> tuple[dict[str, Any], bool]:
-    """Read the TOML file. A missing file is fine; an unsafe or malformed one is an error."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return {}, False
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"the config file {path} is not a regular file")
-        if info.st_uid not in (os.geteuid(), 0) or info.st_mode & 0o022:
-            raise ConfigError(
-                f"the config file {path} is writable by other users",
-                hints=[f"chmod go-w {path}"],
-            )
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(1 << 20)
-    finally:
-        os.close(fd)
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on Python 3.10 only
-        import tomli as tomllib
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(document) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
-    return document, True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_secrets_helper import config
+from mlflow_secrets_helper import config, userfiles
 from mlflow_secrets_helper.errors import ConfigError
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG rule")
@@ -16,14 +16,12 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XD
 @linux_only
 def test_default_dirs_follow_xdg() -> None:
     env = {"HOME": "/home/u"}
-    assert config.default_cache_dir(env) == Path("/home/u/.cache/mlflow-secrets-helper")
-    assert config.default_config_path(env) == Path(
-        "/home/u/.config/mlflow-secrets-helper/config.toml"
-    )
+    assert userfiles.cache_dir(env) == Path("/home/u/.cache/mlflow-secrets-helper")
+    assert userfiles.config_path(env) == Path("/home/u/.config/mlflow-secrets-helper/config.toml")
     env = {"HOME": "/home/u", "XDG_CACHE_HOME": "/fast", "XDG_CONFIG_HOME": "relative"}
-    assert config.default_cache_dir(env) == Path("/fast/mlflow-secrets-helper")
+    assert userfiles.cache_dir(env) == Path("/fast/mlflow-secrets-helper")
     # a relative XDG variable is ignored, as the XDG spec (and platformdirs) say
-    assert config.default_config_path(env).parent == Path("/home/u/.config/mlflow-secrets-helper")
+    assert userfiles.config_path(env).parent == Path("/home/u/.config/mlflow-secrets-helper")
 
 
 @linux_only
@@ -34,10 +32,10 @@ def test_default_dirs_agree_with_platformdirs(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     env = {"HOME": "/home/u"}
-    assert str(config.default_cache_dir(env)) == platformdirs.user_cache_dir(
+    assert str(userfiles.cache_dir(env)) == platformdirs.user_cache_dir(
         "mlflow-secrets-helper", appauthor=False
     )
-    assert str(config.default_config_path(env).parent) == platformdirs.user_config_dir(
+    assert str(userfiles.config_path(env).parent) == platformdirs.user_config_dir(
         "mlflow-secrets-helper", appauthor=False
     )
 

@@ -19,15 +19,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow_secrets_helper import __version__, providers
+from mlflow_secrets_helper import __version__, providers, userfiles
 from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import open_user_cache
-from mlflow_secrets_helper.config import APP_NAME, Config, Route
+from mlflow_secrets_helper.config import Config, Route
 from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES, truthy
 from mlflow_secrets_helper.errors import HelperError
 from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.providers import ProviderSpec
 from mlflow_secrets_helper.text import display_url, escape
+from mlflow_secrets_helper.userfiles import APP_NAME
 
 #: a location variable named so turns a backend's TLS verification off when true
 _SKIP_VERIFY_SUFFIX = "_SKIP_VERIFY"
@@ -90,7 +91,7 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         errors.append({"kind": exc.kind, "message": exc.message, "hints": list(exc.hints)})
 
     try:
-        path: str | None = str(config_module.default_config_path(env))
+        path: str | None = str(userfiles.config_path(env))
     except Exception:  # noqa: BLE001 - no config dir on this platform: report, do not crash
         path = None
     config: Config | None = None
@@ -231,7 +232,7 @@ def _fallback_cache_dir(env: Mapping[str, str]) -> Path:
     explicit = env.get("MLFLOW_SECRETS_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    return config_module.default_cache_dir(env)
+    return userfiles.cache_dir(env)
 
 
 def _text(report: dict[str, Any]) -> str:

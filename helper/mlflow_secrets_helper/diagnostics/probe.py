@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import IO
 
 from mlflow_secrets_helper import __version__
-from mlflow_secrets_helper.config import APP_NAME
 from mlflow_secrets_helper.diagnostics.report import Check
 from mlflow_secrets_helper.errors import ConfigError, HelperError, InvalidInput
 from mlflow_secrets_helper.protocol import DEFAULT_PORTS, Target
 from mlflow_secrets_helper.secret import Secret
 from mlflow_secrets_helper.text import display_url, quote
+from mlflow_secrets_helper.userfiles import APP_NAME
 
 #: the MLflow API call of ``doctor --dry-run``: cheap, read-only, and behind auth
 DRY_RUN_PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
