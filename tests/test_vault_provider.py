@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from mlflow_secrets_helper.errors import BackendDenied, BackendUnavailable, ConfigError, NotFound
-from mlflow_secrets_helper.providers import create
 from mlflow_secrets_helper.providers.base import Seams
 from mlflow_secrets_helper.providers.vault import VaultProvider
 from mlflow_secrets_helper.secret import parse_secret
@@ -248,6 +247,180 @@ def test_no_mount_at_the_path_is_denied_with_a_hint(vault_ns: VaultNamespace) ->
     assert any("MLFLOW_VAULT_MOUNT" in hint for hint in info.value.hints)
 
 
+# --------------------------------------------------------------------------- remembered mount
+
+
+class Notebook:
+    """A Memory kept in a dict: what the cache offers, without the encryption."""
+
+    def __init__(self, notes: dict[str, str] | None = None) -> None:
+        self.notes = dict(notes or {})
+        self.ttls: dict[str, float] = {}
+        self.recalled: list[str] = []
+
+    def recall(self, key: str) -> str | None:
+        self.recalled.append(key)
+        return self.notes.get(key)
+
+    def remember(self, key: str, note: str, ttl: float) -> None:
+        self.notes[key], self.ttls[key] = note, ttl
+
+
+def remembering(memory: Notebook, **settings: str) -> Callable[[dict[str, str]], VaultProvider]:
+    return lambda env: VaultProvider(settings, env, Seams(memory=memory))
+
+
+def test_a_remembered_mount_makes_a_cold_read_one_request(
+    vault_ns: VaultNamespace, fault_proxy: Any
+) -> None:
+    vault_ns.write("mlflow/auth", {"token": CANARY})
+    proxy: FaultProxy = fault_proxy(vault_ns.bao.http_url)
+    token = vault_ns.reader_token("secret/data/mlflow/auth")
+    env = env_for(vault_ns, token, VAULT_ADDR=proxy.url)
+    memory = Notebook()
+    build = remembering(memory, secret_path="secret/mlflow/auth")
+    assert header(build(env)) == f"Bearer {CANARY}"
+    assert [r.path for r in proxy.requests] == [
+        "/v1/sys/internal/ui/mounts/secret/mlflow/auth",
+        "/v1/secret/data/mlflow/auth",
+    ]
+    ((key, note),) = memory.notes.items()
+    assert note == "secret\n2" and 3000 <= memory.ttls[key] <= 4000
+    assert vault_ns.name in key and "secret/mlflow/auth" in key
+    assert token not in key and CANARY not in key
+    proxy.clear()
+    for _ in range(2):  # each a new provider: a cold run of the helper
+        assert header(build(env)) == f"Bearer {CANARY}"
+    assert [r.path for r in proxy.requests] == ["/v1/secret/data/mlflow/auth"] * 2
+
+
+def test_memory_is_per_address_namespace_and_path(vault_ns: VaultNamespace) -> None:
+    vault_ns.write("mlflow/a", {"token": "a"})
+    vault_ns.write("mlflow/b", {"token": "b"})
+    root = vault_ns.bao.root_token
+    memory = Notebook()
+    for path in ("secret/mlflow/a", "secret/mlflow/b"):
+        remembering(memory, secret_path=path)(env_for(vault_ns, root)).fetch(deadline())
+    outside = {"VAULT_ADDR": vault_ns.bao.http_url, "VAULT_TOKEN": root}
+    with pytest.raises(NotFound):
+        remembering(memory, secret_path="secret/mlflow/a")(outside).fetch(deadline())
+    assert len(set(memory.recalled)) == 3
+
+
+@pytest.mark.parametrize("reader", [True, False], ids=["policy-token", "root-token"])
+@pytest.mark.parametrize("note", ["team\n2", "team/kv\n1", "team/kv/mlflow\n2"])
+def test_a_stale_memory_is_corrected_within_the_same_read(
+    vault_ns: VaultNamespace, fault_proxy: Any, note: str, reader: bool
+) -> None:
+    """A mount that moved (or a wrong note) fails with 404 or 403: ask Vault again, once."""
+    vault_ns.bao.mount_kv("team/kv", 2, namespace=vault_ns.name)
+    vault_ns.write("mlflow/auth", {"token": "moved"}, mount="team/kv")
+    proxy: FaultProxy = fault_proxy(vault_ns.bao.http_url)
+    token = vault_ns.reader_token("team/kv/data/mlflow/auth") if reader else vault_ns.bao.root_token
+    memory = Notebook()
+    build = remembering(memory, secret_path="team/kv/mlflow/auth")
+    env = env_for(vault_ns, token, VAULT_ADDR=proxy.url)
+    build(env).fetch(deadline())
+    (key,) = memory.notes
+    memory.notes[key] = note
+    proxy.clear()
+    assert header(build(env)) == "Bearer moved"
+    assert proxy.count(path="^/v1/sys/internal/ui/mounts/") == 1
+    assert len(proxy.requests) == 3
+    assert memory.notes[key] == "team/kv\n2"
+
+
+def test_a_missing_secret_with_a_remembered_mount_is_not_found_as_without(
+    vault_ns: VaultNamespace, fault_proxy: Any
+) -> None:
+    proxy: FaultProxy = fault_proxy(vault_ns.bao.http_url)
+    env = env_for(vault_ns, vault_ns.bao.root_token, VAULT_ADDR=proxy.url)
+    with pytest.raises(NotFound) as without:
+        VaultProvider({"secret_path": "secret/mlflow/missing"}, env).fetch(deadline())
+    memory = Notebook()
+    build = remembering(memory, secret_path="secret/mlflow/missing")
+    with pytest.raises(NotFound):
+        build(env).fetch(deadline())
+    proxy.clear()
+    with pytest.raises(NotFound) as remembered:
+        build(env).fetch(deadline())
+    assert remembered.value.message == without.value.message
+    assert list(memory.notes.values()) == ["secret\n2"]
+    # the 404 might mean a moved mount: Vault is asked, says the same, and no second read
+    assert len(proxy.requests) == 2
+
+
+def test_a_stale_memory_whose_mount_is_gone_is_forgotten(vault_ns: VaultNamespace) -> None:
+    token = vault_ns.reader_token("gone/data/mlflow/auth")
+    env = env_for(vault_ns, token)
+    with pytest.raises(BackendDenied) as without:
+        VaultProvider({"secret_path": "gone/mlflow/auth"}, env).fetch(deadline())
+    memory = Notebook()
+    build = remembering(memory, secret_path="gone/mlflow/auth")
+    with pytest.raises(BackendDenied):
+        build(env).fetch(deadline())
+    assert memory.notes == {}  # nothing was found, nothing remembered
+    key = memory.recalled[0]
+    memory.notes[key] = "gone\n2"
+    with pytest.raises(BackendDenied) as remembered:
+        build(env).fetch(deadline())
+    assert remembered.value.message == without.value.message
+    assert memory.notes[key] == ""  # forgotten: the next run asks Vault first
+
+
+def test_configured_mount_and_version_use_no_memory(vault_ns: VaultNamespace) -> None:
+    vault_ns.write("mlflow/auth", {"token": "configured"})
+    memory = Notebook()
+    settings = {"secret_path": "secret/mlflow/auth", "mount": "secret", "kv_version": "2"}
+    provider = remembering(memory, **settings)(env_for(vault_ns, vault_ns.bao.root_token))
+    assert header(provider) == "Bearer configured"
+    assert memory.recalled == [] and memory.notes == {}
+
+
+def test_a_note_that_disagrees_with_the_settings_is_ignored(
+    vault_ns: VaultNamespace, fault_proxy: Any
+) -> None:
+    vault_ns.write("mlflow/auth", {"token": "x"})
+    proxy: FaultProxy = fault_proxy(vault_ns.bao.http_url)
+    env = env_for(vault_ns, vault_ns.bao.root_token, VAULT_ADDR=proxy.url)
+    memory = Notebook()
+    remembering(memory, secret_path="secret/mlflow/auth")(env).fetch(deadline())
+    (key,) = memory.notes
+    memory.notes[key] = "secret\n1"
+    with pytest.raises(ConfigError, match="KV v2 mount"):
+        remembering(memory, secret_path="secret/mlflow/auth", kv_version="1")(env).fetch(deadline())
+
+
+def test_every_client_gets_every_setting_and_the_time_left(
+    vault_ns: VaultNamespace, approle: tuple[str, str]
+) -> None:
+    """The clients are hvac's own; none is left to fill an argument from the process."""
+    import hvac
+
+    made: list[dict[str, Any]] = []
+
+    def factory(**kwargs: Any) -> Any:
+        made.append(kwargs)
+        return hvac.Client(**kwargs)
+
+    role_id, secret_id = approle
+    env = env_for(vault_ns, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
+    provider = VaultProvider(
+        {"secret_path": "secret/mlflow/auth"}, env, Seams(client_factory=factory)
+    )
+    assert header(provider) == "Bearer approle-read"
+    assert len(made) == 3  # login, mount lookup, read
+    for kwargs in made:
+        assert kwargs["url"] == vault_ns.bao.http_url and kwargs["namespace"] == vault_ns.name
+        for name in ("token", "verify", "cert", "session"):
+            assert kwargs[name] is not None, name
+        assert kwargs["allow_redirects"] is False
+        assert 0 < kwargs["timeout"] <= 10
+    assert made[0]["token"] == ""
+    assert made[1]["token"] == made[2]["token"] != ""
+    assert made[0]["timeout"] >= made[1]["timeout"] >= made[2]["timeout"]
+
+
 # --------------------------------------------------------------------------- namespaces and TLS
 
 
@@ -337,75 +510,6 @@ def test_skip_verify_only_for_loopback_and_with_a_warning(vault_ns: VaultNamespa
         VaultProvider({"secret_path": "secret/mlflow/auth"}, remote)
     with pytest.raises(ConfigError, match="VAULT_SKIP_VERIFY"):
         VaultProvider({"secret_path": "secret/x"}, {**env, "VAULT_SKIP_VERIFY": "maybe"})
-
-
-@pytest.mark.parametrize(
-    ("address", "ok"),
-    [
-        ("https://vault.example.com:8200", True),
-        ("https://vault.example.com/", True),
-        ("http://127.0.0.1:8200", True),
-        ("http://127.9.9.9:8200", True),
-        ("http://localhost:8200", True),
-        ("http://[::1]:8200", True),
-        ("http://vault.example.com:8200", False),
-        ("http://10.0.0.1:8200", False),
-        ("ftp://vault.example.com", False),
-        ("https://user:pw@vault.example.com", False),
-        ("https://vault.example.com:99999", False),
-        ("vault.example.com:8200", False),
-        ("", False),
-    ],
-)
-def test_address_must_be_https_unless_loopback(address: str, ok: bool) -> None:
-    env = {"VAULT_ADDR": address, "VAULT_TOKEN": "t"}
-    if ok:
-        assert VaultProvider({"secret_path": "secret/x"}, env).settings.address == address.rstrip(
-            "/"
-        )
-    else:
-        with pytest.raises(ConfigError):
-            VaultProvider({"secret_path": "secret/x"}, env)
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def test_settings_are_validated() -> None:
-    env = {"VAULT_ADDR": "https://vault.example.com", "VAULT_TOKEN": "t"}
-    with pytest.raises(ConfigError, match="'colour'"):
-        create("vault", {"secret_path": "secret/x", "colour": "blue"}, env)
-    with pytest.raises(ConfigError, match="MLFLOW_VAULT_SECRET_PATH"):
-        VaultProvider({}, env)
-    for bad in ("secret/../x", "secret//x", "secret/x?y", "secret/%2e"):
-        with pytest.raises(ConfigError):
-            VaultProvider({"secret_path": bad}, env)
-    for key, value in (("secret_version", "0"), ("secret_version", "x"), ("kv_version", "3")):
-        with pytest.raises(ConfigError):
-            VaultProvider({"secret_path": "secret/x", key: value}, env)
-    for namespace in ("team a", "t\u00e9am", "a//b"):
-        with pytest.raises(ConfigError, match="VAULT_NAMESPACE"):
-            VaultProvider({"secret_path": "secret/x"}, {**env, "VAULT_NAMESPACE": namespace})
-    with pytest.raises(ConfigError, match="auth method"):
-        VaultProvider({"secret_path": "secret/x", "auth_method": "ldap"}, env)
-    with pytest.raises(ConfigError, match="MLFLOW_VAULT_K8S_ROLE"):
-        VaultProvider({"secret_path": "secret/x", "auth_method": "kubernetes"}, env)
-
-
-def test_auth_method_is_inferred() -> None:
-    env = {"VAULT_ADDR": "https://vault.example.com"}
-    assert VaultProvider({"secret_path": "s/x"}, env).settings.auth_method == "token"
-    approle = VaultProvider({"secret_path": "s/x"}, {**env, "VAULT_ROLE_ID": "r"})
-    assert approle.settings.auth_method == "approle"
-    k8s = VaultProvider({"secret_path": "s/x", "k8s_role": "ml"}, env)
-    assert k8s.settings.auth_method == "kubernetes"
-    assert k8s.settings.k8s_token_path == "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-def test_registry_builds_the_provider() -> None:
-    provider = create("vault", {"secret_path": "secret/x"}, {"VAULT_ADDR": "https://v.example"})
-    assert isinstance(provider, VaultProvider)
-    assert "secret/x" in provider.reference() and "https://v.example" in provider.reference()
 
 
 # --------------------------------------------------------------------------- token login
