@@ -546,14 +546,18 @@ def test_acl_denial_names_path_and_auth_method(vault_ns: VaultNamespace) -> None
     vault_ns.write("mlflow/auth", {"token": CANARY})
     vault_ns.write("mlflow/other", {"token": "x"})
     token = vault_ns.reader_token("secret/data/mlflow/other")
-    provider = VaultProvider({"secret_path": "secret/mlflow/auth"}, env_for(vault_ns, token))
-    with pytest.raises(BackendDenied) as info:
-        provider.fetch(deadline())
-    message = info.value.message
-    assert "secret/mlflow/auth" in message and "auth method token" in message
-    assert "policies" in message
-    assert any("secret/data/mlflow/auth" in hint for hint in info.value.hints)
-    assert token not in message + "".join(info.value.hints)
+    configured = {"mount": "secret", "kv_version": "2"}
+    for settings in ({}, configured):
+        provider = VaultProvider(
+            {"secret_path": "secret/mlflow/auth", **settings}, env_for(vault_ns, token)
+        )
+        with pytest.raises(BackendDenied) as info:
+            provider.fetch(deadline())
+        message = info.value.message
+        assert "secret/mlflow/auth" in message and "auth method token" in message
+        assert "policies" in message
+        assert any("secret/data/mlflow/auth" in hint for hint in info.value.hints)
+        assert token not in message + "".join(info.value.hints)
 
 
 def test_expired_static_token_is_denied(vault_ns: VaultNamespace) -> None:

@@ -235,8 +235,9 @@ class VaultCalls:
                 lambda c: c.adapter.get(url),
             )
         except hv.Forbidden as exc:
-            if exc.errors == ["permission denied"]:
-                raise TokenRejected(exc.errors, what) from None
+            rejected = TokenRejected(exc.errors or [], what)
+            if rejected.bad_token:
+                raise rejected from None
             raise BackendDenied(
                 f"Vault at {s.address} found no KV mount for {s.secret_path} that the "
                 f"{login.source} may read ({self._says(exc)})",

@@ -1,4 +1,4 @@
-"""HashiCorp Vault and OpenBao: one KV v1 or v2 secret, read after a token, AppRole or k8s login.
+"""HashiCorp Vault and OpenBao: one KV secret, read with a token, AppRole or Kubernetes login.
 
 This module owns the provider's settings and their variables (validated when the provider is
 built, with no SDK loaded), its ``SPEC``, and the reading policy: which login to use and when
@@ -298,28 +298,32 @@ class VaultProvider:
         # nothing there, or not allowed, at a remembered place: ask Vault as a run without
         # memory would, and read again only if the secret is on another mount now
         try:
-            found = self._locate(login, deadline, recall=False)
+            found = self._discover(login, deadline)
         except Exception:
+            self._location = None
             self._remember("")
             raise
+        self._location, self._recalled = found, False
         if found == location:
             raise failure
         return self._calls().read(found, login, deadline)
 
-    def _locate(self, login: Login, deadline: float, *, recall: bool = True) -> Location:
-        s = self.settings
-        if s.mount is not None and s.kv_version is not None:
-            return Location.of(s.secret_path, s.mount, s.kv_version)
-        if self._location is not None and recall:
-            return self._location
-        remembered = self._seams.memory.recall(self._memory_key()) if recall else None
-        location = location_from_note(remembered, s)
-        self._recalled = location is not None
-        if location is None:
-            mount, kv_version = self._calls().discover(login, deadline)
-            location = Location.of(s.secret_path, mount, kv_version)
-            self._remember(f"{mount}\n{kv_version}")
-        self._location = location
+    def _locate(self, login: Login, deadline: float) -> Location:
+        """Where the secret is: as configured, else as remembered, else as Vault says."""
+        if self._location is None:
+            s = self.settings
+            if s.mount is not None and s.kv_version is not None:
+                self._location = Location.of(s.secret_path, s.mount, s.kv_version)
+            else:
+                recalled = location_from_note(self._seams.memory.recall(self._memory_key()), s)
+                self._recalled = recalled is not None
+                self._location = recalled or self._discover(login, deadline)
+        return self._location
+
+    def _discover(self, login: Login, deadline: float) -> Location:
+        mount, kv_version = self._calls().discover(login, deadline)
+        location = Location.of(self.settings.secret_path, mount, kv_version)
+        self._remember(f"{mount}\n{kv_version}")
         return location
 
     def _memory_key(self) -> str:
