@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from mlflow_secrets_helper.errors import ConfigError
@@ -166,3 +168,13 @@ def test_a_remembered_note_is_used_only_when_it_fits(
 ) -> None:
     parsed = parse_settings({"secret_path": "secret/mlflow/auth", **settings}, ENV)
     assert location_from_note(note, parsed) == expected
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hvac") is not None, reason="only where hvac is not installed"
+)
+def test_without_hvac_a_read_says_what_to_install() -> None:
+    settings = {"secret_path": "secret/x", "mount": "secret", "kv_version": "2"}
+    with pytest.raises(ConfigError, match="needs hvac") as info:
+        VaultProvider(settings, ENV).fetch(1e12)
+    assert info.value.hints == (SPEC.install_hint(),)

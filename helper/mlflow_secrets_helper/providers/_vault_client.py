@@ -187,8 +187,7 @@ class VaultCalls:
         deadline: float,
         *hide: str,
     ) -> Login:
-        from hvac import exceptions as hv
-
+        hv = self._hvac_errors()
         s = self.settings
         try:
             answer = self._call(f"auth/{mount}/login", deadline, None, call)
@@ -220,7 +219,7 @@ class VaultCalls:
     # -- where the secret is --------------------------------------------------------------
     def discover(self, login: Login, deadline: float) -> tuple[str, int]:
         """The mount and KV version of the secret path, asked of Vault like the Vault CLI does."""
-        from hvac import exceptions as hv
+        hv = self._hvac_errors()
         from hvac.utils import format_url
 
         s = self.settings
@@ -288,14 +287,13 @@ class VaultCalls:
 
     # -- the read ---------------------------------------------------------------------------
     def read(self, location: Location, login: Login, deadline: float) -> Fetched:
-        from hvac import exceptions as hv
-
         s = self.settings
         if location.kv_version == 1 and s.version is not None:
             raise ConfigError(
                 f"{location.mount}/ is a KV v1 mount, so MLFLOW_VAULT_SECRET_VERSION cannot apply",
                 hints=["unset MLFLOW_VAULT_SECRET_VERSION"],
             )
+        hv = self._hvac_errors()
         what = f"reading {s.secret_path}"
         mount, path = location.mount, location.relative
         if location.kv_version == 2:
@@ -417,6 +415,13 @@ class VaultCalls:
             return with_retries(attempt, deadline=deadline, seams=self._seams, timed_out=timed_out)
         except _Final as final:
             raise BackendUnavailable(final.message, hints=final.hints) from None
+
+    def _hvac_errors(self) -> Any:
+        """hvac's exceptions module, once hvac is known to be there (else a ConfigError)."""
+        self._prepare()
+        from hvac import exceptions
+
+        return exceptions
 
     def _prepare(self) -> None:
         """The shared session and TLS settings, once; a bad CA or client cert is a ConfigError."""
