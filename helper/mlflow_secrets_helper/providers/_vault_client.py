@@ -343,10 +343,9 @@ class VaultCalls:
         Vault's 4xx answers come out as hvac's exceptions for the caller to map; 5xx, 412, 429,
         timeouts and connection errors are retried; TLS errors, "sealed" and redirects are final.
         """
+        hv = self._hvac_errors()
         import requests.exceptions as rq
-        from hvac import exceptions as hv
 
-        self._prepare()
         s = self.settings
         where = f"Vault at {s.address} ({path})"
         transient = (
