@@ -11,11 +11,12 @@ messages, and the host grammar is one unit that the fuzz tests drive as a whole.
 The rules (line and size limits, control characters, git attributes, schemes, host,
 IPv4/IPv6 and port syntax, loopback) are the INPUT section of the man page,
 ``man/mlflow-secrets-helper.1``; ``tests/unit/test_protocol.py`` and
-``tests/unit/test_fuzz_input.py`` hold the parser to them. Finer points the man page does
-not spell out yet: ``capability[]=`` and ``wwwauth[]=`` with an empty value reset the list (as in git);
-a line of only ``\\r`` ends the read, so CRLF input fails at once; a URL's path may
-hold ``%``-escapes and ``@``; labels may hold ``_``; ``*.localhost`` and IPv4-mapped
-IPv6 are not loopback; only host, url and protocol values appear in messages.
+``tests/unit/test_fuzz_input.py`` hold the parser to them. Finer points the man page
+does not spell out yet: ``capability[]=`` and ``wwwauth[]=`` with an empty value reset
+the list (as in git); a line of only ``\\r`` ends the read, so CRLF input fails at once;
+a URL's path may hold ``%``-escapes and ``@``; labels may hold ``_``; ``*.localhost``
+and IPv4-mapped IPv6 are not loopback; only host, url and protocol values appear in
+messages.
 """
 
 from __future__ import annotations
