@@ -18,8 +18,8 @@ CONFIGURATION FILE).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from mlflow_secrets_helper import providers, userfiles
@@ -89,9 +89,9 @@ class Config(NamedTuple):
     header_name: str
     timeout_sec: float
     stale_grace_sec: float
-    cache_dir: Path
+    cache_dir: str
     log_level: str
-    config_file: Path | None
+    config_file: str | None
     #: providers the environment enabled but could not use (no secret reference)
     skipped: tuple[str, ...] = ()
 
@@ -134,7 +134,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
         None, document.get("ttl_sec"), "ttl_sec", DEFAULT_TTL_SEC, maximum=MAX_TTL_SEC
     )
     cache_dir_text = env.get("MLFLOW_SECRETS_CACHE_DIR") or _file_str(document, "cache_dir", path)
-    cache_dir = Path(cache_dir_text).expanduser() if cache_dir_text else userfiles.cache_dir(env)
+    cache_dir = os.path.expanduser(cache_dir_text) if cache_dir_text else userfiles.cache_dir(env)
     log_level = (
         env.get("MLFLOW_SECRETS_LOG_LEVEL") or _file_str(document, "log_level", path) or "warning"
     ).lower()
@@ -266,7 +266,7 @@ def _env_route(
 
 def _file_routes(
     document: Mapping[str, Any],
-    path: Path,
+    path: str,
     env: Mapping[str, str],
     header_name: str,
     default_ttl: float,
@@ -353,7 +353,7 @@ def _number(
     return number
 
 
-def _file_str(document: Mapping[str, Any], key: str, path: Path) -> str | None:
+def _file_str(document: Mapping[str, Any], key: str, path: str) -> str | None:
     value = document.get(key)
     if value is None:
         return None

@@ -10,7 +10,6 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mlflow_secrets_helper.errors import ConfigError
@@ -18,18 +17,18 @@ from mlflow_secrets_helper.errors import ConfigError
 APP_NAME = "mlflow-secrets-helper"
 
 
-def config_path(env: Mapping[str, str]) -> Path:
+def config_path(env: Mapping[str, str]) -> str:
     explicit = env.get("MLFLOW_SECRETS_CONFIG")
     if explicit:
-        return Path(explicit).expanduser()
-    return _user_dir("config", env) / "config.toml"
+        return os.path.expanduser(explicit)
+    return _user_dir("config", env) + "/config.toml"
 
 
-def cache_dir(env: Mapping[str, str]) -> Path:
+def cache_dir(env: Mapping[str, str]) -> str:
     return _user_dir("cache", env)
 
 
-def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
+def _user_dir(kind: str, env: Mapping[str, str]) -> str:
     """The user's config or cache directory for this program.
 
     On Linux and the BSDs this is the XDG rule platformdirs applies
@@ -38,19 +37,19 @@ def _user_dir(kind: str, env: Mapping[str, str]) -> Path:
     costs more than a cache hit's own work. Elsewhere platformdirs decides.
     """
     if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
-        base = Path(env.get("XDG_CONFIG_HOME" if kind == "config" else "XDG_CACHE_HOME", ""))
-        if not base.is_absolute():
-            home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-            base = home / (".config" if kind == "config" else ".cache")
-        return base / APP_NAME
+        base = env.get("XDG_CONFIG_HOME" if kind == "config" else "XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):
+            home = env.get("HOME") or os.path.expanduser("~")
+            base = os.path.join(home, ".config" if kind == "config" else ".cache")
+        return os.path.join(base, APP_NAME)
     import platformdirs
 
     if kind == "config":
-        return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+        return platformdirs.user_config_dir(APP_NAME, appauthor=False)
+    return platformdirs.user_cache_dir(APP_NAME, appauthor=False)
 
 
-def read_config_file(path: Path) -> dict[str, Any] | None:
+def read_config_file(path: str) -> dict[str, Any] | None:
     """The TOML document, or None when there is no file; an unsafe or malformed file is an
     error."""
     try:

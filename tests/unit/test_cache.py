@@ -686,7 +686,7 @@ def test_status_counts_only_entries_of_the_current_key(cache_dir: Path) -> None:
     (cache_dir / ("0" * 32 + ".entry")).write_bytes(b"MSHCACHE\x01" + b"\0" * 60)
     status = cache.status()
     assert status.enabled and status.entries == 2
-    assert status.directory == cache_dir
+    assert status.directory == str(cache_dir)
 
 
 # -- where the key lives -------------------------------------------------------------------------
@@ -713,14 +713,16 @@ def test_key_lives_in_a_tmpfs_runtime_dir(cache_dir: Path, shm_runtime_dir: Path
 
     assert warnings == [] and status.warnings == ()
     assert status.key_location == "runtime-dir"
-    assert status.key_path is not None and status.key_path.is_relative_to(shm_runtime_dir)
-    assert stat.S_IMODE(status.key_path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(status.key_path.parent.stat().st_mode) == 0o700
+    assert status.key_path is not None
+    key_path = Path(status.key_path)
+    assert key_path.is_relative_to(shm_runtime_dir)
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_path.parent.stat().st_mode) == 0o700
     assert not (cache_dir / "key").exists()
     assert open_cache(cache_dir, runtime_dir=shm_runtime_dir)[0].get(IDENTITY) is not None
 
     assert cache.clear() == 1
-    assert not status.key_path.exists()
+    assert not key_path.exists()
 
 
 def test_another_cache_dir_gets_another_runtime_key(tmp_path: Path, shm_runtime_dir: Path) -> None:
@@ -732,7 +734,7 @@ def test_another_cache_dir_gets_another_runtime_key(tmp_path: Path, shm_runtime_
 def test_key_file_without_runtime_dir(cache_dir: Path) -> None:
     status = open_cache(cache_dir)[0].status()
     assert status.key_location == "key-file"
-    assert status.key_path == cache_dir / "key"
+    assert status.key_path == str(cache_dir / "key")
     assert len(status.warnings) == 1 and "beside the entries" in status.warnings[0]
 
 
@@ -764,7 +766,7 @@ def test_foreign_runtime_dir_is_not_used(cache_dir: Path, shm_runtime_dir: Path)
 def test_loose_runtime_key_disables_the_cache(cache_dir: Path, shm_runtime_dir: Path) -> None:
     key_path = open_cache(cache_dir, runtime_dir=shm_runtime_dir)[0].status().key_path
     assert key_path is not None
-    key_path.chmod(0o644)
+    Path(key_path).chmod(0o644)
     cache, warnings = open_cache(cache_dir, runtime_dir=shm_runtime_dir)
     assert not cache.enabled and len(warnings) == 1
 

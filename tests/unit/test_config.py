@@ -16,12 +16,12 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XD
 @linux_only
 def test_default_dirs_follow_xdg() -> None:
     env = {"HOME": "/home/u"}
-    assert userfiles.cache_dir(env) == Path("/home/u/.cache/mlflow-secrets-helper")
-    assert userfiles.config_path(env) == Path("/home/u/.config/mlflow-secrets-helper/config.toml")
+    assert userfiles.cache_dir(env) == "/home/u/.cache/mlflow-secrets-helper"
+    assert userfiles.config_path(env) == "/home/u/.config/mlflow-secrets-helper/config.toml"
     env = {"HOME": "/home/u", "XDG_CACHE_HOME": "/fast", "XDG_CONFIG_HOME": "relative"}
-    assert userfiles.cache_dir(env) == Path("/fast/mlflow-secrets-helper")
+    assert userfiles.cache_dir(env) == "/fast/mlflow-secrets-helper"
     # a relative XDG variable is ignored, as the XDG spec (and platformdirs) say
-    assert userfiles.config_path(env).parent == Path("/home/u/.config/mlflow-secrets-helper")
+    assert Path(userfiles.config_path(env)).parent == Path("/home/u/.config/mlflow-secrets-helper")
 
 
 @linux_only
@@ -35,7 +35,7 @@ def test_default_dirs_agree_with_platformdirs(monkeypatch: pytest.MonkeyPatch) -
     assert str(userfiles.cache_dir(env)) == platformdirs.user_cache_dir(
         "mlflow-secrets-helper", appauthor=False
     )
-    assert str(userfiles.config_path(env).parent) == platformdirs.user_config_dir(
+    assert str(Path(userfiles.config_path(env)).parent) == platformdirs.user_config_dir(
         "mlflow-secrets-helper", appauthor=False
     )
 
@@ -46,7 +46,7 @@ def test_explicit_locations_win(tmp_path: Path) -> None:
         "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache"),
     }
     loaded = config.load(env)
-    assert loaded.cache_dir == tmp_path / "cache"
+    assert loaded.cache_dir == str(tmp_path / "cache")
     assert loaded.config_file is None  # the file does not exist, which is fine
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 
 from mlflow_secrets_helper.errors import ConfigError
 from mlflow_secrets_helper.providers import create
-from mlflow_secrets_helper.providers._vault_client import Location
 from mlflow_secrets_helper.providers.base import DEFAULT_SEAMS
 from mlflow_secrets_helper.providers.vault import (
     SPEC,
@@ -16,6 +15,7 @@ from mlflow_secrets_helper.providers.vault import (
     location_from_note,
     parse_settings,
 )
+from mlflow_secrets_helper.providers.vault.client import Location
 
 ENV = {"VAULT_ADDR": "https://vault.example.com", "VAULT_TOKEN": "t"}
 
@@ -170,10 +170,8 @@ def test_a_remembered_note_is_used_only_when_it_fits(
     assert location_from_note(note, parsed) == expected
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("hvac") is not None, reason="only where hvac is not installed"
-)
-def test_without_hvac_a_read_says_what_to_install() -> None:
+def test_without_hvac_a_read_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "hvac", None)  # as if it were not installed
     settings = {"secret_path": "secret/x", "mount": "secret", "kv_version": "2"}
     with pytest.raises(ConfigError, match="needs hvac") as info:
         VaultProvider(settings, ENV).fetch(1e12)

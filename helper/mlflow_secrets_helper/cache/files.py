@@ -60,19 +60,19 @@ def describe(path: str, info: os.stat_result, *, directory: bool) -> str | None:
 def make_private_directory(path: str) -> None:
     """mkdir with mode 0700 regardless of the umask; an existing entry is left alone."""
     try:
-        os.mkdir(path, 0o700)  # noqa: PTH102 - strings throughout this module
+        os.mkdir(path, 0o700)
     except FileExistsError:
         return
-    os.chmod(path, 0o700)  # noqa: PTH101
+    os.chmod(path, 0o700)
 
 
 def prepare_directory(directory: str) -> None:
     """Create the cache directory (and at most one missing parent) and check it is private."""
-    if not os.path.isabs(directory):  # noqa: PTH117
+    if not os.path.isabs(directory):
         raise Refused(f"the cache directory {directory!r} is not an absolute path")
     try:
         if not os.path.lexists(directory):
-            parent = os.path.dirname(directory)  # noqa: PTH120
+            parent = os.path.dirname(directory)
             if not os.path.lexists(parent):
                 make_private_directory(parent)
             make_private_directory(directory)
@@ -152,7 +152,7 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, f"{directory}/{name}")  # noqa: PTH105
+        os.replace(temp, f"{directory}/{name}")
     except BaseException:
         unlink_quietly(temp)
         raise
@@ -161,7 +161,7 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
 
 def link_new(data: bytes, path: str) -> None:
     """Write ``data`` to a temp file, then link it to ``path``; FileExistsError if taken."""
-    temp = temp_name(os.path.dirname(path))  # noqa: PTH120
+    temp = temp_name(os.path.dirname(path))
     fd = os.open(temp, OPEN_NEW, 0o600)
     try:
         try:
@@ -173,7 +173,7 @@ def link_new(data: bytes, path: str) -> None:
         os.link(temp, path)
     finally:
         unlink_quietly(temp)
-    fsync_directory(os.path.dirname(path))  # noqa: PTH120
+    fsync_directory(os.path.dirname(path))
 
 
 def remove_exact(path: str, inode: tuple[int, int]) -> bool:
@@ -182,9 +182,9 @@ def remove_exact(path: str, inode: tuple[int, int]) -> bool:
     The file is moved aside first, and deleted only if it is that one; a file written
     in between is put back (unless an even newer one already took its place).
     """
-    aside = temp_name(os.path.dirname(path))  # noqa: PTH120
+    aside = temp_name(os.path.dirname(path))
     try:
-        os.rename(path, aside)  # noqa: PTH104
+        os.rename(path, aside)
     except OSError:
         return False
     try:
@@ -226,7 +226,7 @@ def remove_if_ours(path: str, inode: tuple[int, int] | None) -> None:
 
 def unlink_quietly(path: str) -> None:
     with suppress(OSError):
-        os.unlink(path)  # noqa: PTH108
+        os.unlink(path)
 
 
 def list_names(directory: str) -> list[str]:

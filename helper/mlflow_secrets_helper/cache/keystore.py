@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 from typing import Literal
 
 from mlflow_secrets_helper.cache.entry import hmac_sha256
@@ -38,7 +37,7 @@ class MasterKey:
     __slots__ = ("location", "notes", "path", "secret")
 
     def __init__(
-        self, secret: bytes, location: KeyLocation, path: Path | None, notes: tuple[str, ...]
+        self, secret: bytes, location: KeyLocation, path: str | None, notes: tuple[str, ...]
     ) -> None:
         self.secret = secret
         self.location: KeyLocation = location
@@ -49,7 +48,7 @@ class MasterKey:
         return f"MasterKey(<redacted>, {self.location!r})"
 
 
-def load(directory: str, runtime_dir: Path | None) -> MasterKey:
+def load(directory: str, runtime_dir: str | None) -> MasterKey:
     """Find or create the master key: in the runtime dir when it is safe, else in ``key``.
 
     Raises :class:`Refused` when the key that is there cannot be used safely.
@@ -58,7 +57,7 @@ def load(directory: str, runtime_dir: Path | None) -> MasterKey:
     if runtime_dir is not None and runtime_key is not None:
         reason = _runtime_dir_problem(runtime_dir)
         if reason is None:
-            parent = os.path.dirname(runtime_key)  # noqa: PTH120
+            parent = os.path.dirname(runtime_key)
             try:
                 make_private_directory(parent)
                 info = os.lstat(parent)
@@ -67,7 +66,7 @@ def load(directory: str, runtime_dir: Path | None) -> MasterKey:
             else:
                 reason = describe(parent, info, directory=True)
         if reason is None:
-            return MasterKey(_read_or_create(runtime_key), "runtime-dir", Path(runtime_key), ())
+            return MasterKey(_read_or_create(runtime_key), "runtime-dir", runtime_key, ())
         why = f"the runtime directory is not used ({reason}); "
     else:
         why = "no runtime directory (XDG_RUNTIME_DIR) is set; "
@@ -76,31 +75,31 @@ def load(directory: str, runtime_dir: Path | None) -> MasterKey:
         why + f"the cache key is kept in {key_path}, beside the entries: "
         "anyone who can read your files can decrypt the cache"
     )
-    return MasterKey(_read_or_create(key_path), "key-file", Path(key_path), (note,))
+    return MasterKey(_read_or_create(key_path), "key-file", key_path, (note,))
 
 
-def forget(directory: str, runtime_dir: Path | None, key_path: Path | None) -> None:
+def forget(directory: str, runtime_dir: str | None, key_path: str | None) -> None:
     """Delete the key of ``directory`` wherever it may be (``cache clear``)."""
     runtime_key = runtime_key_path(directory, runtime_dir)
     if runtime_key is not None:
         unlink_quietly(runtime_key)
     if key_path is not None:
-        unlink_quietly(os.fspath(key_path))
+        unlink_quietly(key_path)
 
 
-def runtime_key_path(directory: str, runtime_dir: Path | None) -> str | None:
-    if runtime_dir is None or not runtime_dir.is_absolute():
+def runtime_key_path(directory: str, runtime_dir: str | None) -> str | None:
+    if runtime_dir is None or not os.path.isabs(runtime_dir):
         return None
     tag = hmac_sha256(b"mlflow-secrets-helper key path", os.fsencode(directory))
     return f"{runtime_dir}/{_RUNTIME_SUBDIR}/{tag.hex()[:16]}.key"
 
 
-def _runtime_dir_problem(runtime_dir: Path) -> str | None:
+def _runtime_dir_problem(runtime_dir: str) -> str | None:
     try:
         info = os.lstat(runtime_dir)
     except OSError as error:
         return f"{runtime_dir}: {error.strerror or error}"
-    problem = describe(str(runtime_dir), info, directory=True)
+    problem = describe(runtime_dir, info, directory=True)
     if problem is not None:
         return problem
     if stat.S_IMODE(info.st_mode) != 0o700:

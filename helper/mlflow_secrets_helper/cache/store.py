@@ -12,8 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 from mlflow_secrets_helper.cache import counters, entry, files, keystore
 from mlflow_secrets_helper.cache.entry import CacheIdentity, Entry, Keys
@@ -22,6 +21,9 @@ from mlflow_secrets_helper.secret import Credential, constant_time_equal
 
 if TYPE_CHECKING:
     from mlflow_secrets_helper.providers.base import Memory
+
+#: a directory as callers give it; the cache keeps plain strings (pathlib is not on the hit path)
+StrPath = Union[str, "os.PathLike[str]"]
 
 ENTRY_SUFFIX = ".entry"
 LOCK_SUFFIX = ".lock"
@@ -33,12 +35,12 @@ class CacheStatus(NamedTuple):
     """What ``cache status``, ``info`` and ``doctor`` show about the cache."""
 
     enabled: bool
-    directory: Path
+    directory: str
     entries: int
     hits: int
     misses: int
     key_location: KeyLocation
-    key_path: Path | None
+    key_path: str | None
     warnings: tuple[str, ...]
 
 
@@ -47,12 +49,12 @@ class Cache:
 
     def __init__(
         self,
-        directory: Path,
+        directory: str,
         key: MasterKey | None,
         *,
         clock: Callable[[], float],
         warn: Callable[[str], None],
-        runtime_dir: Path | None,
+        runtime_dir: str | None,
         warnings: tuple[str, ...],
         clearable: bool,
     ) -> None:
@@ -76,9 +78,9 @@ class Cache:
     @classmethod
     def open(
         cls,
-        directory: Path,
+        directory: StrPath,
         *,
-        runtime_dir: Path | None = None,
+        runtime_dir: StrPath | None = None,
         clock: Callable[[], float] = time.time,
         warn: Callable[[str], None] = lambda message: None,
     ) -> Cache:
@@ -88,27 +90,28 @@ class Cache:
         nothing is read or written, but :meth:`put` still builds entries.
         """
         path = os.fspath(directory)
+        runtime = os.fspath(runtime_dir) if runtime_dir is not None else None
         try:
             files.prepare_directory(path)
-            key = keystore.load(path, runtime_dir)
+            key = keystore.load(path, runtime)
         except files.Refused as refused:
             line = f"cache disabled: {refused}"
             warn(line)
             return cls(
-                directory,
+                path,
                 None,
                 clock=clock,
                 warn=warn,
-                runtime_dir=runtime_dir,
+                runtime_dir=runtime,
                 warnings=(line,),
                 clearable=files.is_own_directory(path),
             )
         return cls(
-            directory,
+            path,
             key,
             clock=clock,
             warn=warn,
-            runtime_dir=runtime_dir,
+            runtime_dir=runtime,
             warnings=key.notes,
             clearable=True,
         )
@@ -182,7 +185,7 @@ class Cache:
         path = self._path(aad, ENTRY_SUFFIX)
         if credential_id is None:
             try:
-                os.unlink(path)  # noqa: PTH108
+                os.unlink(path)
             except OSError:
                 return False
             return True
@@ -215,7 +218,7 @@ class Cache:
                 if not ours:
                     continue
                 try:
-                    os.unlink(f"{self._dir}/{name}")  # noqa: PTH108
+                    os.unlink(f"{self._dir}/{name}")
                 except OSError:
                     continue
                 if name.endswith(ENTRY_SUFFIX):
@@ -318,8 +321,8 @@ def _not_held() -> Iterator[bool]:
 
 
 def open_user_cache(
-    directory: Path, env: Mapping[str, str], warn: Callable[[str], None] = lambda _m: None
+    directory: StrPath, env: Mapping[str, str], warn: Callable[[str], None] = lambda _m: None
 ) -> Cache:
     """The cache in ``directory``, with its key in ``$XDG_RUNTIME_DIR`` when that is safe."""
     runtime = env.get("XDG_RUNTIME_DIR")
-    return Cache.open(directory, runtime_dir=Path(runtime) if runtime else None, warn=warn)
+    return Cache.open(directory, runtime_dir=runtime or None, warn=warn)

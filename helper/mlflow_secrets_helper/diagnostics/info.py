@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -228,10 +229,10 @@ def _cache_row(config: Config | None, env: Mapping[str, str]) -> tuple[dict[str,
     return row, [*seen, *status.warnings]
 
 
-def _fallback_cache_dir(env: Mapping[str, str]) -> Path:
+def _fallback_cache_dir(env: Mapping[str, str]) -> str:
     explicit = env.get("MLFLOW_SECRETS_CACHE_DIR")
     if explicit:
-        return Path(explicit).expanduser()
+        return os.path.expanduser(explicit)  # noqa: PTH111 - a string, like config.cache_dir
     return userfiles.cache_dir(env)
 
 

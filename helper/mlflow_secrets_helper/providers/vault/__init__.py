@@ -4,7 +4,7 @@ This module owns the provider's settings and their variables (validated when the
 built, with no SDK loaded), its ``SPEC``, and the reading policy: which login to use and when
 to log in again, and where the secret lives — the configured mount, else the one remembered
 in ``seams.memory`` for an hour, else the one Vault reports. Its calls to Vault through hvac
-and the mapping of hvac's errors live in :mod:`._vault_client`. The rules the user sees (paths,
+and the mapping of hvac's errors live in :mod:`.client`. The rules the user sees (paths,
 logins, TLS, what is retried) are documented in the man page, section HASHICORP VAULT AND
 OPENBAO.
 """
@@ -14,18 +14,18 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow_secrets_helper.errors import BackendDenied, ConfigError
-from mlflow_secrets_helper.providers._vault_client import (
-    Absent,
-    Location,
-    Login,
-    TokenRejected,
-    VaultCalls,
-    login_hints,
-)
 from mlflow_secrets_helper.providers.base import DEFAULT_SEAMS, Fetched, ProviderSpec, Seams
+
+if TYPE_CHECKING:  # .client is loaded for a read only: a cache hit never pays for it
+    from mlflow_secrets_helper.providers.vault.client import (
+        Location,
+        Login,
+        TokenRejected,
+        VaultCalls,
+    )
 
 DEFAULT_K8S_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 AUTH_METHODS = ("token", "approle", "kubernetes")
@@ -272,6 +272,8 @@ class VaultProvider:
         return ()
 
     def fetch(self, deadline: float) -> Fetched:
+        from mlflow_secrets_helper.providers.vault.client import TokenRejected
+
         login, fresh = self._current_login(deadline)
         try:
             return self._read(login, deadline)
@@ -288,6 +290,8 @@ class VaultProvider:
 
     # -- where the secret is -------------------------------------------------------------
     def _read(self, login: Login, deadline: float) -> Fetched:
+        from mlflow_secrets_helper.providers.vault.client import Absent, TokenRejected
+
         location = self._locate(login, deadline)
         try:
             return self._calls().read(location, login, deadline)
@@ -310,6 +314,8 @@ class VaultProvider:
 
     def _locate(self, login: Login, deadline: float) -> Location:
         """Where the secret is: as configured, else as remembered, else as Vault says."""
+        from mlflow_secrets_helper.providers.vault.client import Location
+
         if self._location is None:
             s = self.settings
             if s.mount is not None and s.kv_version is not None:
@@ -321,6 +327,8 @@ class VaultProvider:
         return self._location
 
     def _discover(self, login: Login, deadline: float) -> Location:
+        from mlflow_secrets_helper.providers.vault.client import Location
+
         mount, kv_version = self._calls().discover(login, deadline)
         location = Location.of(self.settings.secret_path, mount, kv_version)
         self._remember(f"{mount}\n{kv_version}")
@@ -338,6 +346,8 @@ class VaultProvider:
 
     # -- login ----------------------------------------------------------------------------
     def _calls(self) -> VaultCalls:
+        from mlflow_secrets_helper.providers.vault.client import VaultCalls
+
         if self._vault is None:
             self._vault = VaultCalls(self.settings, self._env, self._seams)
         return self._vault
@@ -361,6 +371,8 @@ class VaultProvider:
         return login, True
 
     def _denied(self, rejected: TokenRejected, login: Login) -> BackendDenied:
+        from mlflow_secrets_helper.providers.vault.client import login_hints
+
         s = self.settings
         where = f" in namespace {s.namespace}" if s.namespace else ""
         if rejected.bad_token:
@@ -378,6 +390,8 @@ class VaultProvider:
 def location_from_note(note: str | None, s: VaultSettings) -> Location | None:
     """The location in a remembered note, or None when there is none or it no longer fits
     the settings (then Vault is asked, as if nothing had been remembered)."""
+    from mlflow_secrets_helper.providers.vault.client import Location
+
     mount, _, version = (note or "").partition("\n")
     if not mount or version not in ("1", "2") or not s.secret_path.startswith(mount + "/"):
         return None
