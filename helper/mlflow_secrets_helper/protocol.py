@@ -38,13 +38,17 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 
 Form = Literal["git", "url", "host"]
 
-_GIT_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[\])?=")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
-_PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
-_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+# Plain character sets rather than regular expressions: compiling them would cost a
+# cache hit more than parsing its one line does.
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _DIGITS = frozenset("0123456789")
-_HEX_NUMBER = re.compile(r"0x[0-9a-f]*\Z")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAME_START = _LETTERS | {"_"}
+_NAME_CHARS = _NAME_START | _DIGITS
+_SCHEME_CHARS = _LETTERS | _DIGITS | frozenset("+.-")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+#: C0, DEL, C1, line and paragraph separators, bidirectional embeddings and isolates
+_CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 
 SINGLE_KEYS = frozenset(
     {"protocol", "host", "path", "url", "username", "credential_id", "password", "credential"}
@@ -206,12 +210,12 @@ def parse_request(data: bytes) -> Request:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput(f"line {lineno} of the input is not valid UTF-8") from None
-        bad = _CONTROL.search(line)
+        bad = first_control(line)
         if bad is not None:
             key = line.partition("=")[0]
             where = f"the {key} attribute" if key in SINGLE_KEYS | MULTI_KEYS else "the input"
             raise InvalidInput(
-                f"control character {bad.group()!a} in line {lineno} ({where})",
+                f"control character {bad!a} in line {lineno} ({where})",
                 hints=["the input must be plain lines ending in \\n (no CR)"],
             )
         lines.append(line)
@@ -220,7 +224,7 @@ def parse_request(data: bytes) -> Request:
             "empty input: expected a URL, host[:port] or git credential attributes",
             hints=["pipe the host on stdin, e.g. echo https://mlflow.example.com"],
         )
-    if _GIT_LINE.match(lines[0]):
+    if _is_git_line(lines[0]):
         return _parse_git(lines)
     if len(lines) > 1:
         raise InvalidInput(
@@ -232,11 +236,28 @@ def parse_request(data: bytes) -> Request:
     return Request(parse_authority(lines[0], "https"), "host")
 
 
+def first_control(text: str) -> str | None:
+    """The first control, separator or bidirectional-override character in ``text``."""
+    if text.isprintable():  # C speed, and none of those characters is printable
+        return None
+    found = re.search(_CONTROL, text)  # compiled on first use only
+    return found.group() if found is not None else None
+
+
+def _is_git_line(line: str) -> bool:
+    """``name=`` or ``name[]=`` at the start: git credential attributes."""
+    key, equals, _ = line.partition("=")
+    if not equals:
+        return False
+    key = key.removesuffix("[]")
+    return key[:1] in _NAME_START and set(key) <= _NAME_CHARS
+
+
 def parse_target(text: str) -> Target:
     """A URL or a bare ``host[:port]`` (https), validated like stdin."""
-    bad = _CONTROL.search(text)
+    bad = first_control(text)
     if bad is not None:
-        raise InvalidInput(f"control character {bad.group()!a} in {quote(text)}")
+        raise InvalidInput(f"control character {bad!a} in {quote(text)}")
     if "://" in text:
         return _parse_url(text)
     return parse_authority(text, "https")
@@ -315,7 +336,7 @@ def parse_scheme(text: str) -> str:
 
 def _parse_url(text: str) -> Target:
     scheme_text, _, rest = text.partition("://")
-    if not _SCHEME.match(scheme_text):
+    if not (scheme_text[:1] in _LETTERS and set(scheme_text) <= _SCHEME_CHARS):
         raise InvalidInput(f"malformed URL scheme {quote(scheme_text)}")
     scheme = parse_scheme(scheme_text)
     end = len(rest)
@@ -376,7 +397,7 @@ def _check_authority_chars(text: str) -> None:
             problem = "'%' (percent-encoding and IPv6 zone ids are not accepted)"
         elif not ch.isascii():
             problem = f"the non-ASCII character {ch!a}"
-        elif _CONTROL.match(ch):
+        elif first_control(ch) is not None:
             problem = f"the control character {ch!a}"
         else:
             continue
@@ -390,7 +411,7 @@ def parse_port(text: str) -> int:
     """A decimal port 1-65535 without sign or leading zeros."""
     if not text:
         raise InvalidInput("empty port after ':'")
-    if not _PORT.match(text) or int(text) > 65535:
+    if not (len(text) <= 5 and text[0] != "0" and set(text) <= _DIGITS) or int(text) > 65535:
         raise InvalidInput(
             f"invalid port {quote(text)}",
             hints=["a port is a number from 1 to 65535 without leading zeros"],
@@ -444,7 +465,8 @@ def canonical_host(text: str) -> str:
 def is_numeric_label(label: str) -> bool:
     """A label a browser would read as a number (decimal, or ``0x`` hex): a name
     ending in one is an IPv4 address or nothing."""
-    return set(label) <= _DIGITS or _HEX_NUMBER.match(label.lower()) is not None
+    lowered = label.lower()
+    return set(label) <= _DIGITS or (lowered[:2] == "0x" and set(lowered[2:]) <= _HEX_DIGITS)
 
 
 def is_dotted_quad(host: str) -> bool:
