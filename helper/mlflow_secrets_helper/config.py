@@ -346,7 +346,7 @@ def _number(
             raise ValueError
         number = float(raw) if isinstance(raw, (int, float, str)) else float("nan")
     except ValueError:
-        raise ConfigError(f"{name} is not a number") from None
+        raise ConfigError(f"{name} is not a number of seconds, e.g. 10") from None
     if number != number or number < 0 or (positive and number == 0) or number > maximum:
         low = "greater than 0" if positive else "0 or more"
         raise ConfigError(f"{name} must be {low} and at most {maximum:g}")

@@ -232,7 +232,9 @@ class Resolver:
 
     def _fetch(self, candidate: _Candidate, deadline: float) -> Answer:
         fetched = candidate.provider.fetch(deadline)
-        credential = parse_secret(fetched.value, candidate.route.auth_mode)
+        credential = parse_secret(
+            fetched.value, candidate.route.auth_mode, reference=candidate.provider.reference()
+        )
         credential.header_value()  # validates before anything is stored or printed
         entry = self._cache.put(
             candidate.identity,

@@ -159,13 +159,28 @@ def _header(value: str) -> Secret[str]:
     return Secret(value)
 
 
-def parse_secret(raw: Secret[str] | Secret[bytes], mode: AuthMode | None = None) -> Credential:
+def parse_secret(
+    raw: Secret[str] | Secret[bytes], mode: AuthMode | None = None, *, reference: str = ""
+) -> Credential:
     """Turn a secret payload into a :class:`Credential`.
 
     ``mode`` is the configured auth mode; when set, the secret's shape must agree
     with it. Bytes (AWS SecretBinary) are decoded once as UTF-8 and then read
-    like a string.
+    like a string. Exactly one trailing line ending (LF or CRLF) is removed from a
+    token, username or password, since that is what ``echo`` and editors leave; any
+    other character a header cannot carry is an :class:`InvalidSecret` naming
+    ``reference`` (the provider's non-secret locator) and the character's class and
+    position, never the value.
     """
+    try:
+        return _parse(raw, mode)
+    except InvalidSecret as exc:
+        if not reference:
+            raise
+        raise InvalidSecret(f"secret {reference}: {exc.message}", hints=exc.hints) from None
+
+
+def _parse(raw: Secret[str] | Secret[bytes], mode: AuthMode | None) -> Credential:
     value = raw.expose()
     if isinstance(value, bytes):
         if len(value) > MAX_SECRET_BYTES:
@@ -176,23 +191,68 @@ def parse_secret(raw: Secret[str] | Secret[bytes], mode: AuthMode | None = None)
             raise InvalidSecret("the binary secret is not UTF-8 text") from None
     if len(value) > MAX_SECRET_BYTES:
         raise InvalidSecret("the secret is larger than 64 KiB")
-    stripped = value.strip()
     document: object = None
-    if stripped.startswith("{"):
+    if value.lstrip().startswith("{"):
         try:
-            document = json.loads(stripped)
+            document = json.loads(value)
         except ValueError:
             raise InvalidSecret(
                 "the secret starts with '{' but is not valid JSON",
                 hints=['store {"token": "..."} or {"username": "...", "password": "..."}'],
             ) from None
-    credential = _from_object(document) if isinstance(document, dict) else Bearer(Secret(stripped))
+    if isinstance(document, dict):
+        credential = _from_object(document)
+    else:
+        token = _chomp(value)
+        hints = [BASIC_HINT] if _user_pass_shape(token) else []
+        try:
+            credential = Bearer(Secret(token))
+        except InvalidSecret as exc:
+            raise InvalidSecret(exc.message, hints=[*exc.hints, *hints]) from None
+        if mode == "basic" and hints:
+            raise InvalidSecret(
+                "the secret is a plain string, which is always a bearer token, but auth "
+                "mode basic is configured; it looks like username:password",
+                hints=hints,
+            )
     if mode is not None and credential.mode != mode:
         raise InvalidSecret(
             f"the secret holds a {credential.mode} credential but auth mode {mode} is configured",
             hints=["change the auth mode setting or the secret's format"],
         )
     return credential
+
+
+#: how to store a username and password; shown when a plain secret looks like ``user:pass``
+BASIC_HINT = (
+    'a username and password are stored as JSON {"username": "...", "password": "..."} '
+    "(Vault: vault kv put PATH username=... password=...); a plain string is always "
+    "sent as a bearer token"
+)
+
+
+def looks_like_user_pass(raw: Secret[str] | Secret[bytes]) -> bool:
+    """True when a secret is a plain string (not JSON) with the ``username:password``
+    shape that mlflow-secrets-auth users store. The answer only chooses a hint: the
+    value is never shown."""
+    value = raw.expose()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return not value.lstrip().startswith("{") and _user_pass_shape(_chomp(value))
+
+
+def _user_pass_shape(text: str) -> bool:
+    user, sep, password = text.partition(":")
+    return bool(sep and user and password)
+
+
+def _chomp(text: str) -> str:
+    """``text`` without one trailing LF or CRLF (what ``echo`` and editors leave)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
+    return text
 
 
 def _from_object(document: dict[str, object]) -> Credential:
@@ -204,11 +264,11 @@ def _from_object(document: dict[str, object]) -> Credential:
     if token is not None:
         if not isinstance(token, str):
             raise InvalidSecret('the secret\'s "token" is not a string')
-        return Bearer(Secret(token))
+        return Bearer(Secret(_chomp(token)))
     if username is not None or password is not None:
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidSecret('basic secrets need string "username" and "password" fields')
-        return Basic(Secret(username), Secret(password))
+        return Basic(Secret(_chomp(username)), Secret(_chomp(password)))
     raise InvalidSecret(
         'the JSON secret has no "token" and no "username"/"password"',
         hints=['store {"token": "..."} or {"username": "...", "password": "..."}'],
@@ -220,8 +280,12 @@ def _check_token(token: str) -> None:
         raise InvalidSecret("the token is empty")
     if len(token) > MAX_TOKEN_BYTES:
         raise InvalidSecret("the token is longer than 8 KiB")
-    if not all("\x21" <= ch <= "\x7e" for ch in token):
-        raise InvalidSecret("the token contains characters that are not visible ASCII")
+    for position, ch in enumerate(token, 1):
+        if not "\x21" <= ch <= "\x7e":
+            raise InvalidSecret(
+                f"the token contains {_describe(ch)} at position {position}",
+                hints=["a token is visible ASCII only: no spaces, control or non-ASCII characters"],
+            )
 
 
 def _check_basic(username: str, password: str) -> None:
@@ -232,8 +296,23 @@ def _check_basic(username: str, password: str) -> None:
     for label, text in (("username", username), ("password", password)):
         if len(text) > MAX_TOKEN_BYTES:
             raise InvalidSecret(f"the {label} is longer than 8 KiB")
-        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in text):
-            raise InvalidSecret(f"the {label} contains control characters")
+        for position, ch in enumerate(text, 1):
+            if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029":
+                raise InvalidSecret(f"the {label} contains {_describe(ch)} at position {position}")
+
+
+def _describe(ch: str) -> str:
+    """The class of a character a header cannot carry. Code points are given for
+    whitespace and control characters only: they carry no secret, a letter might."""
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        name = {0x0A: " (line feed)", 0x0D: " (carriage return)", 0x09: " (tab)"}.get(code, "")
+        return f"a control character U+{code:04X}{name}"
+    if ch in "\u2028\u2029":
+        return f"a line separator U+{code:04X}"
+    if ch.isspace():
+        return f"a whitespace character U+{code:04X}"
+    return "a non-ASCII character"
 
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -572,3 +572,91 @@ def test_building_and_naming_load_no_sdk() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- secret formats (11.6)
+
+#: in every value below; never in a message
+MARK = "Q7x"
+
+
+@pytest.mark.parametrize(
+    ("stored", "header"),
+    [
+        (MARK + "-tok\n", f"Bearer {MARK}-tok"),
+        (MARK + "-tok\r\n", f"Bearer {MARK}-tok"),
+        (b"Q7x-tok\n", f"Bearer {MARK}-tok"),
+        ('{"token": "Q7x-tok\\r\\n"}', f"Bearer {MARK}-tok"),
+        ('{"username": "u\\n", "password": "p\\r\\n"}', "Basic dTpw"),
+    ],
+    ids=["string-lf", "string-crlf", "binary-lf", "json-crlf", "basic-lf-crlf"],
+)
+def test_the_helper_strips_one_trailing_line_ending(
+    aws: AwsBackend,
+    helper_env: dict[str, str],
+    run_helper: Callable[..., Any],
+    stored: str | bytes,
+    header: str,
+) -> None:
+    name = unique_name()
+    aws.create(name, stored)
+    env = {
+        **helper_env,
+        **aws.env(),
+        "MLFLOW_SECRETS_AUTH_ENABLE": "aws-secrets-manager",
+        "MLFLOW_AWS_SECRET_NAME": name,
+    }
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert (result.returncode, result.stdout) == (0, f"Authorization: {header}\n"), result
+
+
+@pytest.mark.parametrize(
+    ("stored", "what"),
+    [
+        (MARK + "\n\n", "the token contains a control character U+000A (line feed) at position 4"),
+        (MARK + "\x1b[0m", "the token contains a control character U+001B at position 4"),
+        (b"Q7x\x7f", "the token contains a control character U+007F at position 4"),
+        ('{"username": "Q7x", "password": "Q7x\\u0085"}', "the password contains a control"),
+    ],
+    ids=["two-lf", "escape", "binary-del", "c1-in-password"],
+)
+def test_an_invalid_character_names_the_secret_and_the_class(
+    aws: AwsBackend,
+    helper_env: dict[str, str],
+    run_helper: Callable[..., Any],
+    stored: str | bytes,
+    what: str,
+) -> None:
+    name = unique_name()
+    aws.create(name, stored)
+    env = {
+        **helper_env,
+        **aws.env(),
+        "MLFLOW_SECRETS_AUTH_ENABLE": "aws-secrets-manager",
+        "MLFLOW_AWS_SECRET_NAME": name,
+    }
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert (result.returncode, result.stdout) == (5, ""), result
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("mlflow-secrets-helper: error: invalid-secret: "), first
+    assert f"secret aws-secrets-manager:{name}: {what}" in first, first
+    assert MARK not in result.stderr
+
+
+def test_a_user_pass_string_with_basic_mode_gets_the_basic_hint(
+    aws: AwsBackend, helper_env: dict[str, str], run_helper: Callable[..., Any]
+) -> None:
+    name = unique_name()
+    aws.create(name, "Q7xuser:Q7xpass\n")
+    env = {
+        **helper_env,
+        **aws.env(),
+        "MLFLOW_SECRETS_AUTH_ENABLE": "aws-secrets-manager",
+        "MLFLOW_AWS_SECRET_NAME": name,
+        "MLFLOW_AWS_AUTH_MODE": "basic",
+    }
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert (result.returncode, result.stdout) == (5, ""), result
+    assert "looks like username:password" in result.stderr
+    assert 'hint: a username and password are stored as JSON {"username"' in result.stderr
+    assert MARK not in result.stderr

@@ -468,3 +468,70 @@ def test_the_emulator_pages_version_listings(cloud: AzureCloud) -> None:
     assert latest.properties.content_type == "text/plain"
     pages = [r for r in cloud.kv.requests if r["path"].endswith("/versions") and r["authorized"]]
     assert len(pages) == 3
+
+
+# --------------------------------------------------------------------------- secret formats (11.6)
+
+#: in every value below; never in a message
+MARK = "Q7x"
+
+
+def _helper_env(azure_cloud: AzureCloud, helper_env: dict[str, str], name: str) -> dict[str, str]:
+    return {
+        **helper_env,
+        **azure_cloud.env(),
+        "MLFLOW_SECRETS_AUTH_ENABLE": "azure-key-vault",
+        "MLFLOW_AZURE_KEY_VAULT_URL": azure_cloud.vault_url,
+        "MLFLOW_AZURE_SECRET_NAME": name,
+        "MLFLOW_SECRETS_ALLOWED_HOSTS": "mlflow.example.com",
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "header"),
+    [
+        (MARK + "-tok\n", f"Bearer {MARK}-tok"),
+        (MARK + "-tok\r\n", f"Bearer {MARK}-tok"),
+        ('{"username": "u\\r\\n", "password": "p\\n"}', "Basic dTpw"),
+    ],
+    ids=["lf", "crlf", "basic"],
+)
+def test_the_helper_strips_one_trailing_line_ending(
+    azure_cloud: AzureCloud,
+    helper_env: dict[str, str],
+    run_helper: Callable[..., Any],
+    stored: str,
+    header: str,
+) -> None:
+    name = _name()
+    azure_cloud.kv.set_secret(name, stored)
+    env = _helper_env(azure_cloud, helper_env, name)
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert (result.returncode, result.stdout) == (0, f"Authorization: {header}\n"), result
+
+
+@pytest.mark.parametrize(
+    ("stored", "what"),
+    [
+        (MARK + "\r\n\r\n", "the token contains a control character U+000D (carriage return) at"),
+        (MARK + "\u2028", "the token contains a line separator U+2028 at position 4"),
+        ('{"username": "Q7x", "password": "Q7x\\u2028"}', "the password contains a line sep"),
+    ],
+    ids=["two-crlf", "line-separator-token", "line-separator-password"],
+)
+def test_an_invalid_character_names_the_secret_and_the_class(
+    azure_cloud: AzureCloud,
+    helper_env: dict[str, str],
+    run_helper: Callable[..., Any],
+    stored: str,
+    what: str,
+) -> None:
+    name = _name()
+    azure_cloud.kv.set_secret(name, stored)
+    env = _helper_env(azure_cloud, helper_env, name)
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert (result.returncode, result.stdout) == (5, ""), result
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("mlflow-secrets-helper: error: invalid-secret: "), first
+    assert f"secret {azure_cloud.vault_url}/secrets/{name}: {what}" in first, first
+    assert MARK not in result.stderr

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Result, RunHelper
-from tests.support.faultproxy import FaultProxy, delay, vault_error
+from tests.support.faultproxy import FaultProxy, closed_port_url, delay, vault_error
 from tests.support.openbao import K8sTokenReview, VaultNamespace
 
 HOST = "mlflow.example.com"
@@ -369,3 +369,156 @@ def test_no_login_material_in_output_logs_or_cache(
         for blob in blobs:
             for material in (vault_token, role_id, secret_id, secret_value, "secret/mlflow/auth"):
                 assert material.encode() not in blob
+
+
+# --------------------------------------------------------------------------- hints (issue 11.8)
+
+
+def test_refused_connection_asks_whether_vault_runs(
+    run_helper: RunHelper, vault_env: dict[str, str]
+) -> None:
+    closed = closed_port_url()
+    env = {**vault_env, "VAULT_TOKEN": "hvs.unused", "VAULT_ADDR": closed}
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 4, "backend-unavailable", "refused the connection")
+    assert f"hint: is Vault running at VAULT_ADDR ({closed})?" in result.stderr
+    assert "time" not in result.stderr  # neither "timed out" nor "--timeout"
+    assert "sys/internal" not in result.stderr  # Vault's internal API path is not ours to show
+
+
+def test_https_to_a_plain_http_server_says_so(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str]
+) -> None:
+    vault_ns.write("mlflow/auth", {"token": TOKEN})
+    address = vault_ns.bao.http_url.replace("http://", "https://")
+    env = {**vault_env, "VAULT_TOKEN": reader(vault_ns), "VAULT_ADDR": address}
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 4, "backend-unavailable", "answered in plain HTTP, not TLS")
+    assert "use http://" in result.stderr
+    assert "VAULT_CACERT" not in result.stderr and "CA" not in result.stderr
+    assert "sys/internal" not in result.stderr
+
+
+@pytest.mark.parametrize("discover", [True, False], ids=["discovered-mount", "set-mount"])
+def test_a_valid_token_without_the_policy_is_not_told_to_log_in(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str], discover: bool
+) -> None:
+    vault_ns.write("mlflow/auth", {"token": TOKEN})
+    env = {**vault_env, "VAULT_TOKEN": reader(vault_ns, "secret/data/elsewhere")}
+    if not discover:
+        env.update(MLFLOW_VAULT_MOUNT="secret", MLFLOW_VAULT_KV_VERSION="2")
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 3, "backend-denied", "secret/mlflow/auth")
+    assert "vault login" not in result.stderr
+    assert "sys/internal" not in result.stderr
+    assert "hint: " in result.stderr
+
+
+def test_an_invalid_token_is_told_to_log_in(
+    run_helper: RunHelper, vault_env: dict[str, str]
+) -> None:
+    env = {**vault_env, "VAULT_TOKEN": "hvs.no-such-token"}
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 3, "backend-denied", "invalid, expired or revoked", "vault login")
+    assert "sys/internal" not in result.stderr
+
+
+def test_not_found_has_a_hint(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str]
+) -> None:
+    env = {**vault_env, "VAULT_TOKEN": vault_ns.bao.root_token}
+    env["MLFLOW_VAULT_SECRET_PATH"] = "secret/mlflow/nothing-here"
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 1, "not-found", "secret/mlflow/nothing-here")
+    assert "hint: check MLFLOW_VAULT_SECRET_PATH" in result.stderr
+    assert "vault kv get secret/mlflow/nothing-here" in result.stderr
+    assert "sys/internal" not in result.stderr
+
+
+def test_a_timeout_that_is_not_a_number_names_the_unit(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str]
+) -> None:
+    env = {**vault_env, "VAULT_TOKEN": reader(vault_ns), "MLFLOW_SECRETS_TIMEOUT_SEC": "ten"}
+    result = run_helper(["get"], STDIN, env)
+    assert_error(result, 5, "config", "MLFLOW_SECRETS_TIMEOUT_SEC", "seconds, e.g. 10")
+
+
+# --------------------------------------------------------------------------- secret formats (11.6)
+
+
+@pytest.mark.parametrize(
+    ("stored", "header"),
+    [
+        ({"token": TOKEN + "\n"}, f"Bearer {TOKEN}"),
+        ({"token": TOKEN + "\r\n"}, f"Bearer {TOKEN}"),
+        ({"value": TOKEN + "\n"}, f"Bearer {TOKEN}"),
+        ({"username": "alice\n", "password": "pw-1\r\n"}, "Basic YWxpY2U6cHctMQ=="),
+    ],
+    ids=["token-lf", "token-crlf", "plain-lf", "basic-lf-crlf"],
+)
+def test_one_trailing_line_ending_is_stripped(
+    run_helper: RunHelper,
+    vault_ns: VaultNamespace,
+    vault_env: dict[str, str],
+    stored: dict[str, str],
+    header: str,
+) -> None:
+    vault_ns.write("mlflow/auth", stored)
+    result = run_helper(["get"], STDIN, {**vault_env, "VAULT_TOKEN": reader(vault_ns)})
+    assert (result.returncode, result.stdout) == (0, f"Authorization: {header}\n"), result
+
+
+#: in every value below; never in a message
+MARK = "Q7x"
+
+
+@pytest.mark.parametrize(
+    ("stored", "field", "what"),
+    [
+        ({"token": MARK + "\n\n"}, "token", "a control character U+000A (line feed) at position 4"),
+        ({"token": MARK + "\tdef"}, "token", "a control character U+0009 (tab) at position 4"),
+        ({"value": MARK + " def"}, "token", "a whitespace character U+0020 at position 4"),
+        ({"token": MARK + "é"}, "token", "a non-ASCII character at position 4"),
+        ({"username": MARK + "\x00", "password": MARK}, "username", "a control character U+0000"),
+        (
+            {"username": MARK, "password": MARK + "\rw"},
+            "password",
+            "a control character U+000D (carriage return) at position 4",
+        ),
+    ],
+    ids=["two-lf", "tab", "space", "non-ascii", "nul-user", "cr-password"],
+)
+def test_an_invalid_character_is_named_by_class_and_position_never_by_value(
+    run_helper: RunHelper,
+    vault_ns: VaultNamespace,
+    vault_env: dict[str, str],
+    stored: dict[str, str],
+    field: str,
+    what: str,
+) -> None:
+    vault_ns.write("mlflow/auth", stored)
+    result = run_helper(["get"], STDIN, {**vault_env, "VAULT_TOKEN": reader(vault_ns)})
+    reference = f"secret secret/mlflow/auth in namespace {vault_ns.name} at "
+    assert_error(result, 5, "invalid-secret", reference, f"the {field} contains {what}")
+    assert MARK not in result.stderr
+
+
+def test_a_user_pass_string_gets_the_basic_hint_never_the_value(
+    run_helper: RunHelper, vault_ns: VaultNamespace, vault_env: dict[str, str]
+) -> None:
+    vault_ns.write("mlflow/auth", {"value": "alice:s3cret-pw\n"})
+    env = {**vault_env, "VAULT_TOKEN": reader(vault_ns)}
+    # the contract: a plain string is a bearer token, colon or not
+    result = run_helper(["get"], STDIN, env)
+    assert (result.returncode, result.stdout) == (0, "Authorization: Bearer alice:s3cret-pw\n")
+    # with basic configured, the refusal says how to store a username and password
+    result = run_helper(["get"], STDIN, {**env, "MLFLOW_VAULT_AUTH_MODE": "basic"})
+    assert_error(result, 5, "invalid-secret", "looks like username:password")
+    assert 'hint: a username and password are stored as JSON {"username"' in result.stderr
+    assert "alice" not in result.stderr and "s3cret" not in result.stderr
+    # doctor warns about the shape, also without a value in its output
+    result = run_helper(["doctor"], "", env)
+    assert "shaped like username:password" in result.stdout
+    assert "vault kv put PATH username=... password=..." in result.stdout
+    assert "alice" not in result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr

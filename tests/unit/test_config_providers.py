@@ -119,7 +119,9 @@ def test_route_variables_are_checked_and_named(
     spec: ProviderSpec, base_env: dict[str, str]
 ) -> None:
     env = {**base_env, spec.toggle: "true", spec.secret_variable(): "s"}
-    with pytest.raises(ConfigError, match=f"^{spec.env_prefix}_TTL_SEC is not a number$"):
+    with pytest.raises(
+        ConfigError, match=f"^{spec.env_prefix}_TTL_SEC is not a number of seconds, e.g. 10$"
+    ):
         config.load({**env, f"{spec.env_prefix}_TTL_SEC": "soon"})
     with pytest.raises(ConfigError, match=f"^{spec.env_prefix}_AUTH_MODE must be bearer or basic$"):
         config.load({**env, f"{spec.env_prefix}_AUTH_MODE": "digest"})

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import pickle
+import re
 
 import pytest
 
 from mlflow_secrets_helper.errors import ConfigError, InvalidSecret
 from mlflow_secrets_helper.secret import (
+    BASIC_HINT,
     Basic,
     Bearer,
     Credential,
     Secret,
     check_header_name,
     from_fields,
+    looks_like_user_pass,
     parse_secret,
 )
 
@@ -87,13 +90,13 @@ def test_credentials_cannot_be_hashed_or_pickled() -> None:
     [
         ("", "the token is empty"),
         ("a" * 8193, "longer than 8 KiB"),
-        ("has space", "not visible ASCII"),
-        ("tab\t", "not visible ASCII"),
-        ("caf\u00e9", "not visible ASCII"),
+        ("has space", "a whitespace character U+0020 at position 4"),
+        ("tab\t", "a control character U+0009 (tab) at position 4"),
+        ("caf\u00e9", "a non-ASCII character at position 4"),
     ],
 )
 def test_bearer_constructor_validates(token: str, message: str) -> None:
-    with pytest.raises(InvalidSecret, match=message) as caught:
+    with pytest.raises(InvalidSecret, match=re.escape(message)) as caught:
         Bearer(Secret(token))
     if token:
         assert token not in caught.value.message
@@ -106,13 +109,13 @@ def test_bearer_constructor_validates(token: str, message: str) -> None:
         ("a:b", "pw", "contains ':'"),
         ("u" * 8193, "pw", "username is longer than 8 KiB"),
         ("alice", "p" * 8193, "password is longer than 8 KiB"),
-        ("al\nice", "pw", "username contains control characters"),
-        ("alice", "p\x00w", "password contains control characters"),
-        ("alice", "p\u2028w", "password contains control characters"),
+        ("al\nice", "pw", "username contains a control character U+000A (line feed) at position 3"),
+        ("alice", "p\x00w", "password contains a control character U+0000 at position 2"),
+        ("alice", "p\u2028w", "password contains a line separator U+2028 at position 2"),
     ],
 )
 def test_basic_constructor_validates(username: str, password: str, message: str) -> None:
-    with pytest.raises(InvalidSecret, match=message):
+    with pytest.raises(InvalidSecret, match=re.escape(message)):
         basic(username, password)
 
 
@@ -170,7 +173,8 @@ def test_from_fields_rejects_anything_odd(fields: dict[str, object]) -> None:
     ("payload", "expected"),
     [
         ("plain-token", Bearer(Secret("plain-token"))),
-        ("  padded-token\n", Bearer(Secret("padded-token"))),
+        ("padded-token\n", Bearer(Secret("padded-token"))),
+        ("crlf-token\r\n", Bearer(Secret("crlf-token"))),
         ("user:pass", Bearer(Secret("user:pass"))),
         ('{"token": "t"}', Bearer(Secret("t"))),
         ('{"username": "u", "password": "p"}', basic("u", "p")),
@@ -239,3 +243,91 @@ def test_header_name_ok(name: str) -> None:
 def test_header_name_rejected(name: str) -> None:
     with pytest.raises(ConfigError):
         check_header_name(name)
+
+
+# --- line endings, character classes, the user:pass shape (issue 11.6) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"token": "t\\n"}', Bearer(Secret("t"))),
+        ('{"token": "t\\r\\n"}\n', Bearer(Secret("t"))),
+        ('{"username": "u\\r\\n", "password": "p\\n"}', basic("u", "p")),
+    ],
+)
+def test_one_line_ending_is_stripped_from_each_field(payload: str, expected: Credential) -> None:
+    assert parse_secret(Secret(payload)) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("zq9\n\n", "the token contains a control character U+000A (line feed) at position 4"),
+        ("zq9\r\r\n", "the token contains a control character U+000D (carriage return) at"),
+        ("zq9\n\r", "the token contains a control character U+000A (line feed) at position 4"),
+        (" zq9", "the token contains a whitespace character U+0020 at position 1"),
+        ("zq9\u00a0", "the token contains a whitespace character U+00A0 at position 4"),
+        ("zq9\x85", "the token contains a control character U+0085 at position 4"),
+        ("\n", "the token is empty"),
+    ],
+)
+def test_anything_else_names_the_reference_class_and_position(payload: str, message: str) -> None:
+    with pytest.raises(InvalidSecret) as info:
+        parse_secret(Secret(payload), reference="secret/x at https://vault.example.com")
+    assert info.value.message.startswith("secret secret/x at https://vault.example.com: ")
+    assert message in info.value.message
+    assert "zq9" not in info.value.message
+
+
+def test_a_second_line_ending_in_a_password_is_refused() -> None:
+    with pytest.raises(InvalidSecret, match="password contains a control character U\\+000A"):
+        parse_secret(Secret('{"username": "u", "password": "p\\n\\n"}'))
+
+
+def test_without_a_reference_the_message_is_unchanged() -> None:
+    with pytest.raises(InvalidSecret, match=r"^the token contains a whitespace character"):
+        parse_secret(Secret("a b"))
+
+
+def test_a_letter_is_never_shown_by_code_point() -> None:
+    with pytest.raises(InvalidSecret) as info:
+        parse_secret(Secret("caf\u00e9"))
+    assert "U+" not in info.value.message
+    assert "non-ASCII" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("payload", "shaped"),
+    [
+        ("alice:pw", True),
+        ("alice:pw\n", True),
+        (b"alice:pw", True),
+        ("alice:", False),
+        (":pw", False),
+        ("token", False),
+        ('{"token": "a:b"}', False),
+        ('  {"username": "a", "password": "b"}', False),
+    ],
+)
+def test_looks_like_user_pass(payload: str | bytes, shaped: bool) -> None:
+    assert looks_like_user_pass(Secret(payload)) is shaped
+
+
+def test_a_plain_user_pass_stays_a_bearer_token() -> None:
+    assert parse_secret(Secret("alice:pw\n")) == Bearer(Secret("alice:pw"))
+
+
+def test_basic_mode_with_a_user_pass_string_says_how_to_store_basic() -> None:
+    with pytest.raises(InvalidSecret) as info:
+        parse_secret(Secret("alice:s3cret"), "basic", reference="secret/x")
+    assert "looks like username:password" in info.value.message
+    assert info.value.hints == (BASIC_HINT,)
+    assert "alice" not in info.value.message + " ".join(info.value.hints)
+    assert "s3cret" not in info.value.message + " ".join(info.value.hints)
+
+
+def test_an_invalid_user_pass_string_gets_the_basic_hint_too() -> None:
+    with pytest.raises(InvalidSecret) as info:
+        parse_secret(Secret("alice:pass word"))
+    assert BASIC_HINT in info.value.hints

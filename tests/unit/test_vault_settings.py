@@ -175,4 +175,4 @@ def test_without_hvac_a_read_says_what_to_install(monkeypatch: pytest.MonkeyPatc
     settings = {"secret_path": "secret/x", "mount": "secret", "kv_version": "2"}
     with pytest.raises(ConfigError, match="needs hvac") as info:
         VaultProvider(settings, ENV).fetch(1e12)
-    assert info.value.hints == (SPEC.install_hint(),)
+    assert SPEC.install_hint() in info.value.message  # one line: the command is in it

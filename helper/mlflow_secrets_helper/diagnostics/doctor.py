@@ -29,7 +29,14 @@ from mlflow_secrets_helper.diagnostics.report import Check, Status, exit_status,
 from mlflow_secrets_helper.errors import HelperError, NotFound
 from mlflow_secrets_helper.protocol import Target
 from mlflow_secrets_helper.resolve import Resolver
-from mlflow_secrets_helper.secret import Bearer, Credential, Secret, parse_secret
+from mlflow_secrets_helper.secret import (
+    BASIC_HINT,
+    Bearer,
+    Credential,
+    Secret,
+    looks_like_user_pass,
+    parse_secret,
+)
 
 #: the identity of doctor's cache probe; no real target can have it (``.invalid`` is reserved)
 PROBE_IDENTITY = CacheIdentity(
@@ -182,11 +189,22 @@ def check_route(
     checks.append(Check("ok", f"{label}: logged in and read {reference} in {elapsed:.2f} s"))
 
     try:
-        credential = parse_secret(fetched.value, route.auth_mode)
+        credential = parse_secret(fetched.value, route.auth_mode, reference=reference)
     except HelperError as exc:
         return [*checks, Check.failed(f"{label}: secret format", exc)]
     kind = "bearer token" if credential.mode == "bearer" else "username and password (basic)"
-    checks.append(Check("ok", f"{label}: secret format: {kind}"))
+    if credential.mode == "bearer" and looks_like_user_pass(fetched.value):
+        # what mlflow-secrets-auth users store; it works only if the server wants that token
+        checks.append(
+            Check(
+                "warn",
+                f"{label}: secret format: a plain string shaped like username:password; "
+                "it is sent as a bearer token, not as basic auth",
+                (BASIC_HINT,),
+            )
+        )
+    else:
+        checks.append(Check("ok", f"{label}: secret format: {kind}"))
     try:
         shown = describe_header(route.header_name, credential)
     except HelperError as exc:

@@ -41,6 +41,7 @@ from mlflow_secrets_helper.providers.base import (
     ProviderSpec,
     Retry,
     Seams,
+    require_sdk,
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
@@ -249,6 +250,7 @@ class AwsSecretsManagerProvider:
     # -------------------------------------------------------------------- fetch
 
     def fetch(self, deadline: float) -> Fetched:
+        require_sdk(SPEC, "boto3")
         import boto3.session  # noqa: F401 - imported before the clock starts
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -41,6 +41,7 @@ from mlflow_secrets_helper.providers.base import (
     ProviderSpec,
     Retry,
     Seams,
+    require_sdk,
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
@@ -188,6 +189,8 @@ class AzureKeyVaultProvider:
         retries, so the read runs in a daemon thread and this call stops waiting at the
         deadline; the transport's own timeouts make the abandoned thread end soon after.
         """
+        # before the thread: a missing SDK is a config error, not a crash in the thread
+        require_sdk(SPEC, "azure.identity", "azure.keyvault.secrets")
         remaining = deadline - self._seams.monotonic()
         if remaining <= 0:
             raise self._too_slow(0.0)

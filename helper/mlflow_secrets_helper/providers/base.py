@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from mlflow_secrets_helper.errors import HelperError
+from mlflow_secrets_helper.errors import ConfigError, HelperError
 from mlflow_secrets_helper.secret import Secret
 
 T = TypeVar("T")
@@ -130,6 +130,29 @@ class ProviderSpec(NamedTuple):
 
     def install_hint(self) -> str:
         return f"pip install 'mlflow-secrets-helper[{self.extra}]'"
+
+
+def require_sdk(spec: ProviderSpec, *modules: str) -> None:
+    """Import the provider's SDK modules (default: ``spec.sdk``), or raise a one-line
+    :class:`ConfigError` (exit 5, never retried) that names the provider and the install
+    command ``doctor`` prints. Every provider calls it first thing in ``fetch``, before
+    any SDK import, so a missing SDK never surfaces as a traceback or a timeout."""
+    import importlib  # a read only: keep it off the cache-hit path
+
+    for module in modules or (spec.sdk,):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = exc.name or module
+            why = (
+                "is not installed"
+                if missing == module or module.startswith(missing + ".")
+                else f"cannot be imported ({missing} is missing)"
+            )
+            raise ConfigError(
+                f"the {spec.name} provider needs {module}, which {why}; "
+                f"install it with: {spec.install_hint()}"
+            ) from None
 
 
 class Retry(NamedTuple):

@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow_secrets_helper.errors import BackendDenied, ConfigError
-from mlflow_secrets_helper.providers.base import DEFAULT_SEAMS, Fetched, ProviderSpec, Seams
+from mlflow_secrets_helper.providers.base import (
+    DEFAULT_SEAMS,
+    Fetched,
+    ProviderSpec,
+    Seams,
+    require_sdk,
+)
 
 if TYPE_CHECKING:  # .client is loaded for a read only: a cache hit never pays for it
     from mlflow_secrets_helper.providers.vault.client import (
@@ -272,6 +278,7 @@ class VaultProvider:
         return ()
 
     def fetch(self, deadline: float) -> Fetched:
+        require_sdk(SPEC, "hvac", "requests")
         from mlflow_secrets_helper.providers.vault.client import TokenRejected
 
         login, fresh = self._current_login(deadline)
@@ -375,15 +382,20 @@ class VaultProvider:
 
         s = self.settings
         where = f" in namespace {s.namespace}" if s.namespace else ""
+        acl_path = self._location.acl_path() if self._location else s.secret_path
         if rejected.bad_token:
             reason = "the token is invalid, expired or revoked"
-        else:
+            hints = login_hints(s)
+        else:  # a valid login: logging in again gives the same policies
             reason = "the token's policies do not allow it"
-        acl_path = self._location.acl_path() if self._location else s.secret_path
+            hints = [
+                f"ask for a policy with read on {acl_path}; "
+                f"`vault token capabilities {acl_path}` shows what this token may do"
+            ]
         return BackendDenied(
             f"Vault at {s.address} denied {rejected.what}{where} with the "
             f"{login.source} (auth method {s.auth_method}): {reason}",
-            hints=[*login_hints(s), "the policy needs read on " + acl_path],
+            hints=hints,
         )
 
 

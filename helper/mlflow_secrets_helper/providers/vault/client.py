@@ -228,7 +228,7 @@ class VaultCalls:
         try:
             # hvac has no method for the CLI's KV preflight: a plain GET through its adapter
             answer = self._call(
-                f"sys/internal/ui/mounts/{s.secret_path}",
+                f"finding the mount of {s.secret_path}",
                 deadline,
                 login.token,
                 lambda c: c.adapter.get(url),
@@ -249,7 +249,8 @@ class VaultCalls:
         except hv.InvalidPath as exc:
             if "namespace" in self._says(exc):
                 raise NotFound(
-                    f"Vault namespace {s.namespace!r} does not exist at {s.address}"
+                    f"Vault namespace {s.namespace!r} does not exist at {s.address}",
+                    hints=["check VAULT_NAMESPACE (e.g. admin/team, without a leading '/')"],
                 ) from None
             raise ConfigError(
                 f"Vault at {s.address} cannot tell the KV mount of {s.secret_path}",
@@ -376,11 +377,22 @@ class VaultCalls:
                     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
                     answer = call(client)
             except rq.SSLError as exc:
+                if _plain_http_answer(exc):
+                    raise _Final(
+                        f"{where} answered in plain HTTP, not TLS",
+                        "VAULT_ADDR says https:// but the server listens without TLS: "
+                        "use http:// for a local dev server, or enable TLS on its listener",
+                    ) from None
                 hint = "trust the server's CA with VAULT_CACERT or VAULT_CAPATH"
                 raise _Final(f"TLS with {where} failed: {_short(exc)}", hint) from None
             except rq.Timeout:
                 raise _retry(f"{where} timed out before the deadline") from None
-            except rq.ConnectionError:
+            except rq.ConnectionError as exc:
+                if _refused(exc):
+                    raise BackendUnavailable(
+                        f"{where} refused the connection",
+                        hints=[f"is Vault running at VAULT_ADDR ({s.address})?"],
+                    ) from None
                 raise _retry(f"{where} connection failed") from None
             except (rq.ChunkedEncodingError, rq.ContentDecodingError):
                 raise _retry(f"{where} the answer was cut off") from None
@@ -408,7 +420,9 @@ class VaultCalls:
             return None
 
         def timed_out(attempts: int, last: HelperError | None) -> HelperError:
-            return _retry(last.message if last else f"{where} timed out before the deadline")
+            if last is not None:  # keep what the last attempt said, and its hints
+                return BackendUnavailable(last.message, hints=last.hints)
+            return _retry(f"{where} timed out before the deadline")
 
         try:
             return with_retries(attempt, deadline=deadline, seams=self._seams, timed_out=timed_out)
@@ -426,14 +440,9 @@ class VaultCalls:
         """The shared session and TLS settings, once; a bad CA or client cert is a ConfigError."""
         if self._session is not None:
             return
-        try:
-            import hvac
-            import requests
-        except ImportError:
-            raise ConfigError(
-                "the Vault provider needs hvac",
-                hints=["pip install 'mlflow-secrets-helper[vault]'"],
-            ) from None
+        import hvac  # present: VaultProvider.fetch checked with require_sdk
+        import requests
+
         self._verify, self._cert = self._tls_verify(), self._client_cert()
         if self._factory is None:
             self._factory = hvac.Client
@@ -497,7 +506,15 @@ class VaultCalls:
                     hints=["undelete it, write a new version, or set MLFLOW_VAULT_SECRET_VERSION"],
                 )
         version = f"version {s.version} of " if s.version is not None else ""
-        return Absent(f"no secret at {version}{s.secret_path}{where} at {s.address}")
+        return Absent(
+            f"no secret at {version}{s.secret_path}{where} at {s.address}",
+            hints=[
+                "check MLFLOW_VAULT_SECRET_PATH (the full path, starting with the mount)"
+                + (", MLFLOW_VAULT_SECRET_VERSION" if s.version is not None else "")
+                + (" and VAULT_NAMESPACE" if s.namespace else "")
+                + f"; `vault kv get {s.secret_path}` shows what is there"
+            ],
+        )
 
     def _unexpected(self, what: str, says: str) -> BackendDenied | BackendUnavailable:
         s, status = self.settings, self._status
@@ -547,6 +564,41 @@ def _check_header_safe(value: str, name: str) -> None:
         raise ConfigError(
             f"{name} is not a valid Vault token (too long, or not visible ASCII characters)"
         )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (causes, contexts, urllib3's ``reason``), at most 10 deep."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo and len(seen) < 10:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend((item.__cause__, item.__context__, getattr(item, "reason", None), *item.args))
+    return seen
+
+
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens at the address: a refused TCP connection somewhere in the chain."""
+    return any(
+        isinstance(e, ConnectionRefusedError) or "connection refused" in str(e).lower()
+        for e in _causes(exc)
+    )
+
+
+#: what OpenSSL says when the server answers a TLS hello in plain HTTP
+_PLAIN_HTTP_SIGNS = (
+    "wrong version number",
+    "record layer failure",
+    "http request",
+    "packet length",
+)
+
+
+def _plain_http_answer(exc: BaseException) -> bool:
+    text = " ".join(str(e) for e in _causes(exc)).lower()
+    return any(sign in text for sign in _PLAIN_HTTP_SIGNS)
 
 
 def _short(exc: BaseException) -> str:
