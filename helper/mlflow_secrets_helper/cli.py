@@ -13,37 +13,49 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from mlflow_secrets_helper import __version__
-from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper.cache import open_user_cache
-from mlflow_secrets_helper.config import Config
 from mlflow_secrets_helper.errors import (
+    ConfigError,
     HelperError,
     HostNotConfigured,
+    HostRefused,
     InvalidInput,
     UnsupportedScheme,
 )
-from mlflow_secrets_helper.protocol import parse_request, read_request
-from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.text import escape
+
+if TYPE_CHECKING:
+    from mlflow_secrets_helper.config import Config
+    from mlflow_secrets_helper.resolve import Answer, Resolver
+
+# Only stdlib and the two leaves above are imported here: everything else is imported
+# once the platform check has passed (see PLATFORMS in the man page).
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")
 ACTIONS = ("get", "store", "erase", "info", "doctor", "cache")
 #: git's own verbs, accepted for symmetry with `git credential`
 ALIASES = {"fill": "get", "approve": "store", "reject": "erase"}
+#: what git mode says nothing about: a host this helper does not serve
+NOT_SERVED = (HostRefused, HostNotConfigured, UnsupportedScheme)
 
-USAGE = f"""\
-usage: {PROG} [--format header|token|json|git] [--refresh] [--timeout SECONDS] ACTION
-       ACTION: get | store | erase | info [--json] | doctor [--dry-run URL]
-               | cache status | cache clear
-       {PROG} --version | --help
 
-Reads a host (bare host[:port], a URL, or git key=value lines) on stdin and
-prints one HTTP auth header for it. See mlflow-secrets-helper(1).
-"""
+class NeedsAuthtype(HostNotConfigured):
+    """A bearer host asked for by a git too old to take a token: served, but not to git."""
+
+
+def unsupported_platform(platform: str | None = None) -> str | None:
+    """Why this platform cannot run the helper, or None. The cache needs POSIX file
+    locks and permissions; Windows has neither (WSL has both)."""
+    import importlib.util
+
+    if (platform or sys.platform) == "win32" or importlib.util.find_spec("fcntl") is None:
+        return (
+            "Windows is not supported: run the helper on Linux or macOS, or inside WSL on Windows"
+        )
+    return None
 
 
 class Invocation:
@@ -57,9 +69,13 @@ class Invocation:
         self.json = False
         self.dry_run: str | None = None
         self.rest: list[str] = []
+        #: --help, -h or the help action: what to describe ("" for the summary)
+        self.help: str | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (reason := unsupported_platform()) is not None:
+        return _refuse_platform(reason)
     return run(
         list(sys.argv[1:] if argv is None else argv),
         stdin=sys.stdin,
@@ -71,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def git_main(argv: Sequence[str] | None = None) -> int:
     """``git-credential-mlflow-secrets``: the same program speaking git's protocol."""
+    if (reason := unsupported_platform()) is not None:
+        return _refuse_platform(reason)
     args = list(sys.argv[1:] if argv is None else argv)
     return run(
         ["--format", "git", *args],
@@ -80,6 +98,13 @@ def git_main(argv: Sequence[str] | None = None) -> int:
         env=os.environ,
         git_program=True,
     )
+
+
+def _refuse_platform(reason: str) -> int:
+    error = ConfigError(reason)
+    sys.stderr.write(f"{PROG}: error: {error.kind}: {reason}\n")
+    sys.stderr.flush()
+    return error.exit_code
 
 
 def run(
@@ -96,9 +121,11 @@ def run(
     try:
         invocation = parse_args(argv)
         fmt = invocation.format
-        if invocation.action in ("--help", "--version"):
-            stdout.write(USAGE if invocation.action == "--help" else f"{PROG} {__version__}\n")
-            stdout.flush()
+        if invocation.help is not None:
+            _write(stdout, help_text(invocation.help, git_program=git_program))
+            return 0
+        if invocation.action == "--version":
+            _write(stdout, f"{PROG} {__version__}\n")
             return 0
         if git_program and invocation.action not in ACTIONS:
             return 0  # git's rule: ignore actions we do not know
@@ -117,8 +144,12 @@ def run(
             return status
         output = dispatch(invocation, stdin, env, report)
     except HelperError as exc:
-        if fmt == "git" and isinstance(exc, UnsupportedScheme):
-            return exc.exit_code  # git asks every helper about every protocol: not ours
+        if fmt == "git" and isinstance(exc, NOT_SERVED) and not isinstance(exc, NeedsAuthtype):
+            # git asks every helper about every remote: a host we do not serve is not
+            # ours to talk about (git's helper conventions), unless debugging.
+            report.debug(f"not served: {exc.message}")
+            return 0
+        report.flush_pending()
         report.error(exc)
         output = failure_output(fmt, exc)
         if output:
@@ -131,8 +162,23 @@ def run(
         if output:
             _write(stdout, output)
         return failure.exit_code
+    report.flush_pending()
     _write(stdout, output)
     return 0
+
+
+def help_text(topic: str, *, git_program: bool = False) -> str:
+    """The summary (``topic`` empty) or one action's page; an unknown topic is exit 2."""
+    from mlflow_secrets_helper import usage
+
+    if not topic:
+        return usage.GIT_USAGE if git_program else usage.USAGE
+    name = ALIASES.get(topic, topic)
+    if name not in usage.topics():
+        raise InvalidInput(
+            f"no help for {topic!r}", hints=["actions: " + ", ".join(usage.topics())]
+        )
+    return usage.action_help(name)
 
 
 def parse_args(argv: list[str]) -> Invocation:
@@ -160,8 +206,13 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.refresh = True
         elif arg == "--json":
             inv.json = True
-        elif arg in ("--help", "-h", "--version"):
-            inv.action = "--version" if arg == "--version" else "--help"
+        elif arg == "--version":
+            inv.action = arg
+            return inv
+        elif arg in ("--help", "-h"):
+            inv.help = inv.action if inv.action not in ("", "help") else ""
+            if inv.action == "help" or not inv.action:
+                inv.help = next((a for a in args if not a.startswith("-")), inv.help)
             return inv
         elif arg.startswith("-"):
             raise InvalidInput(f"unknown option {arg!r}", hints=["see --help"])
@@ -169,6 +220,12 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.action = ALIASES.get(arg, arg)
         else:
             inv.rest.append(arg)
+    if inv.action == "help":
+        if len(inv.rest) > 1:
+            raise InvalidInput(
+                f"unexpected argument {inv.rest[1]!r}", hints=["usage: help [ACTION]"]
+            )
+        inv.help = inv.rest[0] if inv.rest else ""
     if not inv.action:
         raise InvalidInput("no action given", hints=["usage: ... get < host", "see --help"])
     return inv
@@ -185,6 +242,9 @@ def _timeout(text: str) -> float:
 
 
 def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Reporter) -> str:
+    from mlflow_secrets_helper import config as config_module
+    from mlflow_secrets_helper.protocol import parse_request, read_request
+
     if inv.action not in ACTIONS:
         raise InvalidInput(f"unknown action {inv.action!r}", hints=["see --help"])
     config = config_module.load(env, timeout=inv.timeout)
@@ -211,21 +271,51 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
         report.debug(f"erase {request.target.origin()}: {result.value}")
         return ""
 
+    _warn_unknown_variables(env, report, defer=inv.format == "git")
     answer = resolver.get(request.target, refresh=inv.refresh)
     for warning in answer.warnings:
         report.warning(warning)
     report.debug(f"served {request.target.origin()} from {answer.source}")
+    wanted = _single(request.attributes, "username")
+    cred = answer.credential
+    if inv.format == "git" and wanted and cred.mode == "basic":
+        from mlflow_secrets_helper.secret import Secret
+
+        if cred.username != Secret(wanted):
+            # git asks for another account than the store's: let the next helper answer.
+            report.debug(f"the secret for {request.target.origin()} is for another username")
+            return ""
     authtype = "authtype" in request.attributes.get("capability[]", ())
     return success_output(inv.format, answer, authtype=authtype)
 
 
+def _warn_unknown_variables(env: Mapping[str, str], report: Reporter, *, defer: bool) -> None:
+    """A misspelt variable silently does nothing (a typo'd allowlist is no allowlist):
+    one warning each, with the closest known name. In git mode they wait until the
+    host turns out to be ours, so other remotes hear nothing."""
+    from mlflow_secrets_helper.config import known_variables
+    from mlflow_secrets_helper.typos import warnings
+
+    lines = warnings(env, known_variables())
+    if defer:
+        report.pending.extend(lines)
+    else:
+        for line in lines:
+            report.warning(line)
+
+
 def make_resolver(config: Config, env: Mapping[str, str], report: Reporter) -> Resolver:
+    from mlflow_secrets_helper.cache import open_user_cache
+    from mlflow_secrets_helper.resolve import Resolver
+
     return Resolver(
         config, open_user_cache(config.cache_dir, env, report.warning), env, warn=report.warning
     )
 
 
 def cache_command(rest: list[str], config: Config, env: Mapping[str, str], report: Reporter) -> str:
+    from mlflow_secrets_helper.cache import open_user_cache
+
     if rest == ["clear"]:
         removed = open_user_cache(config.cache_dir, env, report.warning).clear()
         return f"removed {removed} cache entries from {escape(str(config.cache_dir))}\n"
@@ -307,7 +397,7 @@ def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
         ]
     else:
         # Not a failure git should stop on: another helper may still serve the host.
-        raise HostNotConfigured(
+        raise NeedsAuthtype(
             "this host needs a bearer token, which git can only take with the authtype capability",
             hints=["git 2.46 or newer sends capability[]=authtype"],
         )
@@ -366,6 +456,13 @@ class Reporter:
     def __init__(self, stream: TextIO, level: str) -> None:
         self._stream = stream
         self.level = level.lower()
+        #: warnings held back until the host turns out to be ours (git mode)
+        self.pending: list[str] = []
+
+    def flush_pending(self) -> None:
+        for line in self.pending:
+            self.warning(line)
+        self.pending.clear()
 
     def _enabled(self, level: str) -> bool:
         return _LEVELS[level] >= _LEVELS.get(self.level, 30)
