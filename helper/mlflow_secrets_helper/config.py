@@ -329,7 +329,7 @@ _GENERIC_MATERIAL = frozenset({"token", "password", "secret", "username", "api_k
 
 def login_material_keys() -> frozenset[str]:
     """Route keys that would hold a secret: the generic words and each provider's login
-    variables without their prefix (``VAULT_SECRET_ID`` → ``secret_id``) or with it."""
+    variables without their first word (``X_CLIENT_SECRET`` → ``client_secret``) or with it."""
     words = set(_GENERIC_MATERIAL)
     for spec in providers.specs():
         for variable in spec.credential_variables:
