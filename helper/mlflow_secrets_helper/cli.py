@@ -1,9 +1,10 @@
 """The command line: the only module that touches stdin, stdout, stderr and exit codes.
 
 This module owns the argument syntax, the actions (``get``/``store``/``erase``, the
-``cache`` commands, and handing ``info``/``doctor`` to diagnostics), the output
-formats (header, token, json, git) and the :class:`Reporter` that writes one escaped
-line per diagnostic on stderr. stdout carries the answer and nothing else, written
+``cache`` commands, ``help``, and handing ``info``/``doctor`` to diagnostics), git's
+helper conventions, and the :class:`Reporter` that writes one escaped line per
+diagnostic on stderr; :mod:`.output` formats the answer and :mod:`.usage` holds the
+help texts. stdout carries the answer and nothing else, written
 once, whole, at the end. The rules are the SYNOPSIS, OPTIONS, ACTIONS, OUTPUT and
 EXIT STATUS sections of the man page.
 """
@@ -24,14 +25,15 @@ from mlflow_secrets_helper.errors import (
     InvalidInput,
     UnsupportedScheme,
 )
+from mlflow_secrets_helper.output import NeedsAuthtype, failure_output, success_output
 from mlflow_secrets_helper.text import escape
 
 if TYPE_CHECKING:
     from mlflow_secrets_helper.config import Config
-    from mlflow_secrets_helper.resolve import Answer, Resolver
+    from mlflow_secrets_helper.resolve import Resolver
 
-# Only stdlib and the two leaves above are imported here: everything else is imported
-# once the platform check has passed (see PLATFORMS in the man page).
+# Only stdlib and the small leaves above are imported here: everything else is imported
+# once the platform check has passed (DESCRIPTION in the man page names the platforms).
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")
@@ -42,20 +44,17 @@ ALIASES = {"fill": "get", "approve": "store", "reject": "erase"}
 NOT_SERVED = (HostRefused, HostNotConfigured, UnsupportedScheme)
 
 
-class NeedsAuthtype(HostNotConfigured):
-    """A bearer host asked for by a git too old to take a token: served, but not to git."""
-
-
-def unsupported_platform(platform: str | None = None) -> str | None:
+def unsupported_platform() -> str | None:
     """Why this platform cannot run the helper, or None. The cache needs POSIX file
     locks and permissions; Windows has neither (WSL has both)."""
-    import importlib.util
-
-    if (platform or sys.platform) == "win32" or importlib.util.find_spec("fcntl") is None:
-        return (
-            "Windows is not supported: run the helper on Linux or macOS, or inside WSL on Windows"
-        )
-    return None
+    if sys.platform != "win32":
+        try:
+            import fcntl  # noqa: F401 - what the cache locks with; loaded by it anyway
+        except ImportError:
+            pass
+        else:
+            return None
+    return "Windows is not supported: run the helper on Linux or macOS, or inside WSL on Windows"
 
 
 class Invocation:
@@ -74,37 +73,28 @@ class Invocation:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if (reason := unsupported_platform()) is not None:
-        return _refuse_platform(reason)
-    return run(
-        list(sys.argv[1:] if argv is None else argv),
-        stdin=sys.stdin,
-        stdout=sys.stdout,
-        stderr=sys.stderr,
-        env=os.environ,
-    )
+    return _start(list(sys.argv[1:] if argv is None else argv), git_program=False)
 
 
 def git_main(argv: Sequence[str] | None = None) -> int:
     """``git-credential-mlflow-secrets``: the same program speaking git's protocol."""
-    if (reason := unsupported_platform()) is not None:
-        return _refuse_platform(reason)
     args = list(sys.argv[1:] if argv is None else argv)
+    return _start(["--format", "git", *args], git_program=True)
+
+
+def _start(argv: list[str], *, git_program: bool) -> int:
+    reason = unsupported_platform()  # first, before anything POSIX-only is imported
+    if reason is not None:
+        Reporter(sys.stderr, "warning").error(ConfigError(reason))
+        return ConfigError.exit_code
     return run(
-        ["--format", "git", *args],
+        argv,
         stdin=sys.stdin,
         stdout=sys.stdout,
         stderr=sys.stderr,
         env=os.environ,
-        git_program=True,
+        git_program=git_program,
     )
-
-
-def _refuse_platform(reason: str) -> int:
-    error = ConfigError(reason)
-    sys.stderr.write(f"{PROG}: error: {error.kind}: {reason}\n")
-    sys.stderr.flush()
-    return error.exit_code
 
 
 def run(
@@ -349,88 +339,6 @@ def _binary(stream: TextIO) -> BinaryIO:
     if buffer is None:
         raise InvalidInput("stdin is not readable as bytes")
     return buffer  # type: ignore[no-any-return]
-
-
-def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
-    cred = answer.credential
-    if fmt == "header":
-        return f"{answer.header_name}: {answer.header_value().expose()}\n"
-    if fmt == "token":
-        if cred.mode != "bearer":
-            raise InvalidInput(
-                "--format token needs a bearer credential, and this host's secret is basic",
-                hints=["use --format header or --format git"],
-            )
-        return cred.token.expose() + "\n"
-    if fmt == "json":
-        import json
-
-        return (
-            json.dumps(
-                {
-                    "v": 1,
-                    "ok": {
-                        "header": {
-                            "name": answer.header_name,
-                            "value": answer.header_value().expose(),
-                        },
-                        "credential_id": answer.credential_id,
-                        "expires_at": _seconds(answer.expires_at),
-                        "refresh_after": _seconds(answer.refresh_after),
-                        "source": answer.source,
-                    },
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
-    # git
-    expiry = _seconds(answer.expires_at)
-    if cred.mode == "basic":
-        lines = [f"username={cred.username.expose()}", f"password={cred.password.expose()}"]
-    elif authtype:
-        lines = [
-            "capability[]=authtype",
-            "authtype=Bearer",
-            f"credential={cred.token.expose()}",
-            "ephemeral=1",
-        ]
-    else:
-        # Not a failure git should stop on: another helper may still serve the host.
-        raise NeedsAuthtype(
-            "this host needs a bearer token, which git can only take with the authtype capability",
-            hints=["git 2.46 or newer sends capability[]=authtype"],
-        )
-    if expiry is not None:
-        lines.append(f"password_expiry_utc={expiry}")
-    return "\n".join(lines) + "\n"
-
-
-def failure_output(fmt: str, exc: HelperError) -> str:
-    if fmt == "json":
-        import json
-
-        return (
-            json.dumps(
-                {
-                    "v": 1,
-                    "err": {
-                        "kind": exc.kind,
-                        "message": escape(exc.message),
-                        "retryable": exc.retryable,
-                    },
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
-    if fmt == "git" and exc.exit_code != 1:
-        return "quit=1\n"  # a host we serve failed: stop git from prompting
-    return ""
-
-
-def _seconds(value: float | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def _write(stream: TextIO, text: str) -> None:

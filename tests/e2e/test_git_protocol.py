@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Result
+from tests.conftest import BIN, GIT_HELPER, HELPER, Result, RunHelper
 from tests.support.openbao import VaultNamespace
 
 ASKPASS = """#!/bin/sh
@@ -180,3 +180,33 @@ def test_debug_logging_explains_the_silence(git_env: dict[str, str], tmp_path: P
     env = {**git_env, "MLFLOW_SECRETS_LOG_LEVEL": "debug"}
     result = git(env, "fill", lines("protocol=https", "host=other.tld"), tmp_path)
     assert "mlflow-secrets-helper: debug: not served: https://other.tld is not in" in result.stderr
+
+
+def test_a_bearer_secret_ignores_the_requested_username(
+    git_env: dict[str, str], vault_ns: VaultNamespace, run_helper: RunHelper
+) -> None:
+    # git 2.46+ sends capability[]=authtype; the git here may be older, so the helper
+    # is run directly with the request such a git sends.
+    vault_ns.write("mlflow/auth", {"token": "bearer-token-7c1"})
+    stdin = lines("capability[]=authtype", "protocol=https", "host=example.com", "username=ann")
+    result = run_helper(["get"], stdin, git_env, program=GIT_HELPER)
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert result.stdout.startswith(
+        lines("capability[]=authtype", "authtype=Bearer", "credential=bearer-token-7c1")
+    )
+
+
+def test_typo_warnings_wait_until_the_host_is_ours(
+    git_env: dict[str, str], run_helper: RunHelper
+) -> None:
+    env = {**git_env, "MLFLOW_VAULT_SECRETS_PATH": "x"}
+    for program, args in ((GIT_HELPER, ["get"]), (HELPER, ["--format", "git", "get"])):
+        other = run_helper(args, lines("protocol=https", "host=other.tld"), env, program=program)
+        assert other == Result(0, "", ""), other
+        ours = run_helper(args, lines("protocol=https", "host=example.com"), env, program=program)
+        assert ours.returncode == 0, ours
+        assert "password=store-pass\n" in ours.stdout
+        assert ours.stderr == (
+            "mlflow-secrets-helper: warning: MLFLOW_VAULT_SECRETS_PATH is not a variable the "
+            "helper reads, so it has no effect (did you mean MLFLOW_VAULT_SECRET_PATH?)\n"
+        )
