@@ -1,9 +1,10 @@
 """The command line: the only module that touches stdin, stdout, stderr and exit codes.
 
 This module owns the argument syntax, the actions (``get``/``store``/``erase``, the
-``cache`` commands, and handing ``info``/``doctor`` to diagnostics), the output
-formats (header, token, json, git) and the :class:`Reporter` that writes one escaped
-line per diagnostic on stderr. stdout carries the answer and nothing else, written
+``cache`` commands, ``help``, and handing ``info``/``doctor`` to diagnostics), git's
+helper conventions, and the :class:`Reporter` that writes one escaped line per
+diagnostic on stderr; :mod:`.output` formats the answer and :mod:`.usage` holds the
+help texts. stdout carries the answer and nothing else, written
 once, whole, at the end. The rules are the SYNOPSIS, OPTIONS, ACTIONS, OUTPUT and
 EXIT STATUS sections of the man page.
 """
@@ -13,37 +14,47 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from mlflow_secrets_helper import __version__
-from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper.cache import open_user_cache
-from mlflow_secrets_helper.config import Config
 from mlflow_secrets_helper.errors import (
+    ConfigError,
     HelperError,
     HostNotConfigured,
+    HostRefused,
     InvalidInput,
     UnsupportedScheme,
 )
-from mlflow_secrets_helper.protocol import parse_request, read_request
-from mlflow_secrets_helper.resolve import Answer, Resolver
+from mlflow_secrets_helper.output import NeedsAuthtype, failure_output, success_output
 from mlflow_secrets_helper.text import escape
+
+if TYPE_CHECKING:
+    from mlflow_secrets_helper.config import Config
+    from mlflow_secrets_helper.resolve import Resolver
+
+# Only stdlib and the small leaves above are imported here: everything else is imported
+# once the platform check has passed (DESCRIPTION in the man page names the platforms).
 
 PROG = "mlflow-secrets-helper"
 FORMATS = ("header", "token", "json", "git")
 ACTIONS = ("get", "store", "erase", "info", "doctor", "cache")
 #: git's own verbs, accepted for symmetry with `git credential`
 ALIASES = {"fill": "get", "approve": "store", "reject": "erase"}
+#: what git mode says nothing about: a host this helper does not serve
+NOT_SERVED = (HostRefused, HostNotConfigured, UnsupportedScheme)
 
-USAGE = f"""\
-usage: {PROG} [--format header|token|json|git] [--refresh] [--timeout SECONDS] ACTION
-       ACTION: get | store | erase | info [--json] | doctor [--dry-run URL]
-               | cache status | cache clear
-       {PROG} --version | --help
 
-Reads a host (bare host[:port], a URL, or git key=value lines) on stdin and
-prints one HTTP auth header for it. See mlflow-secrets-helper(1).
-"""
+def unsupported_platform() -> str | None:
+    """Why this platform cannot run the helper, or None. The cache needs POSIX file
+    locks and permissions; Windows has neither (WSL has both)."""
+    if sys.platform != "win32":
+        try:
+            import fcntl  # noqa: F401 - what the cache locks with; loaded by it anyway
+        except ImportError:
+            pass
+        else:
+            return None
+    return "Windows is not supported: run the helper on Linux or macOS, or inside WSL on Windows"
 
 
 class Invocation:
@@ -57,28 +68,32 @@ class Invocation:
         self.json = False
         self.dry_run: str | None = None
         self.rest: list[str] = []
+        #: --help, -h or the help action: what to describe ("" for the summary)
+        self.help: str | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(
-        list(sys.argv[1:] if argv is None else argv),
-        stdin=sys.stdin,
-        stdout=sys.stdout,
-        stderr=sys.stderr,
-        env=os.environ,
-    )
+    return _start(list(sys.argv[1:] if argv is None else argv), git_program=False)
 
 
 def git_main(argv: Sequence[str] | None = None) -> int:
     """``git-credential-mlflow-secrets``: the same program speaking git's protocol."""
     args = list(sys.argv[1:] if argv is None else argv)
+    return _start(["--format", "git", *args], git_program=True)
+
+
+def _start(argv: list[str], *, git_program: bool) -> int:
+    reason = unsupported_platform()  # first, before anything POSIX-only is imported
+    if reason is not None:
+        Reporter(sys.stderr, "warning").error(ConfigError(reason))
+        return ConfigError.exit_code
     return run(
-        ["--format", "git", *args],
+        argv,
         stdin=sys.stdin,
         stdout=sys.stdout,
         stderr=sys.stderr,
         env=os.environ,
-        git_program=True,
+        git_program=git_program,
     )
 
 
@@ -96,9 +111,11 @@ def run(
     try:
         invocation = parse_args(argv)
         fmt = invocation.format
-        if invocation.action in ("--help", "--version"):
-            stdout.write(USAGE if invocation.action == "--help" else f"{PROG} {__version__}\n")
-            stdout.flush()
+        if invocation.help is not None:
+            _write(stdout, help_text(invocation.help, git_program=git_program))
+            return 0
+        if invocation.action == "--version":
+            _write(stdout, f"{PROG} {__version__}\n")
             return 0
         if git_program and invocation.action not in ACTIONS:
             return 0  # git's rule: ignore actions we do not know
@@ -117,8 +134,12 @@ def run(
             return status
         output = dispatch(invocation, stdin, env, report)
     except HelperError as exc:
-        if fmt == "git" and isinstance(exc, UnsupportedScheme):
-            return exc.exit_code  # git asks every helper about every protocol: not ours
+        if fmt == "git" and isinstance(exc, NOT_SERVED) and not isinstance(exc, NeedsAuthtype):
+            # git asks every helper about every remote: a host we do not serve is not
+            # ours to talk about (git's helper conventions), unless debugging.
+            report.debug(f"not served: {exc.message}")
+            return 0
+        report.flush_pending()
         report.error(exc)
         output = failure_output(fmt, exc)
         if output:
@@ -131,8 +152,23 @@ def run(
         if output:
             _write(stdout, output)
         return failure.exit_code
+    report.flush_pending()
     _write(stdout, output)
     return 0
+
+
+def help_text(topic: str, *, git_program: bool = False) -> str:
+    """The summary (``topic`` empty) or one action's page; an unknown topic is exit 2."""
+    from mlflow_secrets_helper import usage
+
+    if not topic:
+        return usage.GIT_USAGE if git_program else usage.USAGE
+    name = ALIASES.get(topic, topic)
+    if name not in usage.topics():
+        raise InvalidInput(
+            f"no help for {topic!r}", hints=["actions: " + ", ".join(usage.topics())]
+        )
+    return usage.action_help(name)
 
 
 def parse_args(argv: list[str]) -> Invocation:
@@ -160,8 +196,13 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.refresh = True
         elif arg == "--json":
             inv.json = True
-        elif arg in ("--help", "-h", "--version"):
-            inv.action = "--version" if arg == "--version" else "--help"
+        elif arg == "--version":
+            inv.action = arg
+            return inv
+        elif arg in ("--help", "-h"):
+            inv.help = inv.action if inv.action not in ("", "help") else ""
+            if inv.action == "help" or not inv.action:
+                inv.help = next((a for a in args if not a.startswith("-")), inv.help)
             return inv
         elif arg.startswith("-"):
             raise InvalidInput(f"unknown option {arg!r}", hints=["see --help"])
@@ -169,6 +210,12 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.action = ALIASES.get(arg, arg)
         else:
             inv.rest.append(arg)
+    if inv.action == "help":
+        if len(inv.rest) > 1:
+            raise InvalidInput(
+                f"unexpected argument {inv.rest[1]!r}", hints=["usage: help [ACTION]"]
+            )
+        inv.help = inv.rest[0] if inv.rest else ""
     if not inv.action:
         raise InvalidInput("no action given", hints=["usage: ... get < host", "see --help"])
     return inv
@@ -185,6 +232,9 @@ def _timeout(text: str) -> float:
 
 
 def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Reporter) -> str:
+    from mlflow_secrets_helper import config as config_module
+    from mlflow_secrets_helper.protocol import parse_request, read_request
+
     if inv.action not in ACTIONS:
         raise InvalidInput(f"unknown action {inv.action!r}", hints=["see --help"])
     config = config_module.load(env, timeout=inv.timeout)
@@ -211,21 +261,51 @@ def dispatch(inv: Invocation, stdin: TextIO, env: Mapping[str, str], report: Rep
         report.debug(f"erase {request.target.origin()}: {result.value}")
         return ""
 
+    _warn_unknown_variables(env, report, defer=inv.format == "git")
     answer = resolver.get(request.target, refresh=inv.refresh)
     for warning in answer.warnings:
         report.warning(warning)
     report.debug(f"served {request.target.origin()} from {answer.source}")
+    wanted = _single(request.attributes, "username")
+    cred = answer.credential
+    if inv.format == "git" and wanted and cred.mode == "basic":
+        from mlflow_secrets_helper.secret import Secret
+
+        if cred.username != Secret(wanted):
+            # git asks for another account than the store's: let the next helper answer.
+            report.debug(f"the secret for {request.target.origin()} is for another username")
+            return ""
     authtype = "authtype" in request.attributes.get("capability[]", ())
     return success_output(inv.format, answer, authtype=authtype)
 
 
+def _warn_unknown_variables(env: Mapping[str, str], report: Reporter, *, defer: bool) -> None:
+    """A misspelt variable silently does nothing (a typo'd allowlist is no allowlist):
+    one warning each, with the closest known name. In git mode they wait until the
+    host turns out to be ours, so other remotes hear nothing."""
+    from mlflow_secrets_helper.config import known_variables
+    from mlflow_secrets_helper.typos import warnings
+
+    lines = warnings(env, known_variables())
+    if defer:
+        report.pending.extend(lines)
+    else:
+        for line in lines:
+            report.warning(line)
+
+
 def make_resolver(config: Config, env: Mapping[str, str], report: Reporter) -> Resolver:
+    from mlflow_secrets_helper.cache import open_user_cache
+    from mlflow_secrets_helper.resolve import Resolver
+
     return Resolver(
         config, open_user_cache(config.cache_dir, env, report.warning), env, warn=report.warning
     )
 
 
 def cache_command(rest: list[str], config: Config, env: Mapping[str, str], report: Reporter) -> str:
+    from mlflow_secrets_helper.cache import open_user_cache
+
     if rest == ["clear"]:
         removed = open_user_cache(config.cache_dir, env, report.warning).clear()
         return f"removed {removed} cache entries from {escape(str(config.cache_dir))}\n"
@@ -261,88 +341,6 @@ def _binary(stream: TextIO) -> BinaryIO:
     return buffer  # type: ignore[no-any-return]
 
 
-def success_output(fmt: str, answer: Answer, *, authtype: bool) -> str:
-    cred = answer.credential
-    if fmt == "header":
-        return f"{answer.header_name}: {answer.header_value().expose()}\n"
-    if fmt == "token":
-        if cred.mode != "bearer":
-            raise InvalidInput(
-                "--format token needs a bearer credential, and this host's secret is basic",
-                hints=["use --format header or --format git"],
-            )
-        return cred.token.expose() + "\n"
-    if fmt == "json":
-        import json
-
-        return (
-            json.dumps(
-                {
-                    "v": 1,
-                    "ok": {
-                        "header": {
-                            "name": answer.header_name,
-                            "value": answer.header_value().expose(),
-                        },
-                        "credential_id": answer.credential_id,
-                        "expires_at": _seconds(answer.expires_at),
-                        "refresh_after": _seconds(answer.refresh_after),
-                        "source": answer.source,
-                    },
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
-    # git
-    expiry = _seconds(answer.expires_at)
-    if cred.mode == "basic":
-        lines = [f"username={cred.username.expose()}", f"password={cred.password.expose()}"]
-    elif authtype:
-        lines = [
-            "capability[]=authtype",
-            "authtype=Bearer",
-            f"credential={cred.token.expose()}",
-            "ephemeral=1",
-        ]
-    else:
-        # Not a failure git should stop on: another helper may still serve the host.
-        raise HostNotConfigured(
-            "this host needs a bearer token, which git can only take with the authtype capability",
-            hints=["git 2.46 or newer sends capability[]=authtype"],
-        )
-    if expiry is not None:
-        lines.append(f"password_expiry_utc={expiry}")
-    return "\n".join(lines) + "\n"
-
-
-def failure_output(fmt: str, exc: HelperError) -> str:
-    if fmt == "json":
-        import json
-
-        return (
-            json.dumps(
-                {
-                    "v": 1,
-                    "err": {
-                        "kind": exc.kind,
-                        "message": escape(exc.message),
-                        "retryable": exc.retryable,
-                    },
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-        )
-    if fmt == "git" and exc.exit_code != 1:
-        return "quit=1\n"  # a host we serve failed: stop git from prompting
-    return ""
-
-
-def _seconds(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
 def _write(stream: TextIO, text: str) -> None:
     if not text:
         return
@@ -366,6 +364,13 @@ class Reporter:
     def __init__(self, stream: TextIO, level: str) -> None:
         self._stream = stream
         self.level = level.lower()
+        #: warnings held back until the host turns out to be ours (git mode)
+        self.pending: list[str] = []
+
+    def flush_pending(self) -> None:
+        for line in self.pending:
+            self.warning(line)
+        self.pending.clear()
 
     def _enabled(self, level: str) -> bool:
         return _LEVELS[level] >= _LEVELS.get(self.level, 30)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from mlflow_secrets_helper import providers, userfiles
 from mlflow_secrets_helper.errors import ConfigError
@@ -107,7 +107,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     document = document or {}
     unknown = sorted(set(document) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+        _unknown_key(unknown[0], f"{path}:", _TOP_KEYS)
 
     header_name = check_header_name(
         env.get("MLFLOW_AUTH_HEADER_NAME")
@@ -289,10 +289,13 @@ def _file_routes(
         if not isinstance(hosts_value, list) or not hosts_value:
             raise ConfigError(f"{where}: hosts must be a non-empty list of host patterns")
         hosts = parse_patterns([str(h) for h in hosts_value], source=where)
+        accepted = providers.spec(provider).settings
         settings: dict[str, str] = {}
         for key, value in raw.items():
             if key in _ROUTE_KEYS:
                 continue
+            if key not in accepted:
+                _unknown_route_key(key, where, providers.spec(provider))
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise ConfigError(f"{where}: {key} must be a string")
             settings[key] = str(value)
@@ -318,6 +321,43 @@ def _file_routes(
             )
         )
     return routes
+
+
+#: words that name login material or the credential itself, whatever the provider
+_GENERIC_MATERIAL = frozenset({"token", "password", "secret", "username", "api_key", "credential"})
+
+
+def login_material_keys() -> frozenset[str]:
+    """Route keys that would hold a secret: the generic words and each provider's login
+    variables without their first word (``X_CLIENT_SECRET`` → ``client_secret``) or with it."""
+    words = set(_GENERIC_MATERIAL)
+    for spec in providers.specs():
+        for variable in spec.credential_variables:
+            words.add(variable.lower())
+            words.add(variable.partition("_")[2].lower())
+    return frozenset(words)
+
+
+def _unknown_key(key: str, where: str, accepted: frozenset[str]) -> NoReturn:
+    from mlflow_secrets_helper.typos import did_you_mean
+
+    raise ConfigError(
+        f"{where} unknown setting {key!r}{did_you_mean(key, accepted)}",
+        hints=["accepted here: " + ", ".join(sorted(accepted))],
+    )
+
+
+def _unknown_route_key(key: str, where: str, spec: ProviderSpec) -> NoReturn:
+    if key.lower() in login_material_keys():
+        raise ConfigError(
+            f"{where}: {key!r} is login material, which is never read from the configuration "
+            "file: the provider's login comes from the environment only, and the MLflow "
+            "credential itself from the secret store",
+            hints=[
+                f"remove {key!r}; {spec.name} signs in with " + ", ".join(spec.credential_variables)
+            ],
+        )
+    _unknown_key(key, f"{where}:", spec.settings | _ROUTE_KEYS)
 
 
 def _auth_mode(value: object, where: str) -> AuthMode | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper import providers
+from mlflow_secrets_helper import providers, typos
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus, open_user_cache
 from mlflow_secrets_helper.config import Config, Route
 from mlflow_secrets_helper.diagnostics.info import policy_warnings, sdk_installed
@@ -75,6 +75,7 @@ def doctor(
 ) -> tuple[str, int]:
     """Run every check; return the report (text or JSON) and the exit status."""
     report = _Doctor(env)
+    _check_variables(report)
     config = _check_config(report, timeout)
     if config is not None:
         _check_policy(report, config)
@@ -83,6 +84,18 @@ def doctor(
         if dry_run is not None and target is not None and cache is not None:
             _check_dry_run(report, config, cache, dry_run, target)
     return render(report.checks, as_json=as_json), exit_status(report.checks)
+
+
+def _check_variables(report: _Doctor) -> None:
+    """A misspelt variable does nothing, silently: a typo'd allowlist is no allowlist."""
+    known = config_module.known_variables()
+    for name in typos.unknown_variables(report.env, known):
+        match = typos.closest(name, known)
+        report.add(
+            "warn",
+            f"environment: {name} is not a variable the helper reads, so it has no effect",
+            f"did you mean {match}?" if match else f"remove {name}",
+        )
 
 
 def _check_config(report: _Doctor, timeout: float | None) -> Config | None:

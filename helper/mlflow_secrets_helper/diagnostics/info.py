@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow_secrets_helper import __version__, providers, userfiles
+from mlflow_secrets_helper import __version__, providers, typos, userfiles
 from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper.cache import open_user_cache
 from mlflow_secrets_helper.config import Config, Route
@@ -153,6 +153,7 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         if not config.routes:
             warnings.append("no provider is enabled or configured: get answers host-not-configured")
     warnings.extend(_tls_off_warnings(env, warnings))
+    warnings.extend(typos.warnings(env, config_module.known_variables()))
 
     cache_row, cache_warnings = _cache_row(config, env)
     warnings.extend(cache_warnings)
@@ -168,6 +169,7 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         "credentials": credential_presence(env),
         "locations": {name: _shown(env.get(name)) for name in _location_variables()},
         "cache": cache_row,
+        "unknown_variables": typos.unknown_variables(env, config_module.known_variables()),
         "warnings": list(dict.fromkeys(warnings)),
     }
 
