@@ -26,7 +26,7 @@ from mlflow_secrets_helper.errors import (
     HelperError,
     NotFound,
 )
-from mlflow_secrets_helper.providers.base import Fetched, Seams, with_retries
+from mlflow_secrets_helper.providers.base import Fetched, Seams, install_hint, with_retries
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
@@ -432,7 +432,7 @@ class VaultCalls:
         except ImportError:
             raise ConfigError(
                 "the Vault provider needs hvac",
-                hints=["pip install 'mlflow-secrets-helper[vault]'"],
+                hints=[install_hint("vault", "hvac")],
             ) from None
         self._verify, self._cert = self._tls_verify(), self._client_cert()
         if self._factory is None:
