@@ -9,12 +9,14 @@ example fails, sending nothing, when the helper fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,3 +332,31 @@ def test_man_page_curl_recipe_sends_the_header_on_stdin(tmp_path: Path) -> None:
     assert status == 0
     assert sent == "Authorization: Bearer canary-token\n"
     assert "canary-token" not in _curl_recipe()
+
+
+# -- the man page renders what its source means (.ci/man-check) ----------------------
+
+
+def _man_lint() -> Any:
+    spec = importlib.util.spec_from_file_location("man_lint", ROOT / ".ci" / "man_lint.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_man_lint_catches_quotes_that_groff_drops() -> None:
+    lint = _man_lint()
+    old = '.B {"token": "..."}\n.B {"username": "...", "password": "..."}\n'
+    assert len(lint.source_problems(old)) == 2
+    assert lint.source_problems('.B {\\(dqtoken\\(dq: \\(dq...\\(dq}\n.BR "a b" , c\n') == []
+    assert lint.source_problems(MAN_SOURCE) == []
+
+
+def test_man_lint_parses_the_rendered_json_examples() -> None:
+    lint = _man_lint()
+    lost = 'SECRET FORMATS\n       A JSON object {"token": ...} is a bearer token\nEXAMPLES\n  x\n'
+    problems, checked = lint.json_problems(lost)
+    assert len(problems) == 1 and checked == 0
+    kept = lost.replace("...", '"..."')
+    assert lint.json_problems(kept) == ([], 1)
