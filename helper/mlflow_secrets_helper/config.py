@@ -1,19 +1,9 @@
 """Configuration: environment variables over an optional TOML file over defaults.
 
-The environment keeps mlflow-secrets-auth's variable names. The TOML file
-(``MLFLOW_SECRETS_CONFIG``, default ``<user config dir>/config.toml``) may set the
-common values and hold several ``[[routes]]``, each mapping host patterns to a
-provider and a secret, so one machine can serve several MLflow servers.
-
-Precedence is flag > environment > file > default, value by value. For routes:
-when the environment enables any provider, the environment defines the routes
-(one per enabled provider, in priority order, serving every allowed host) and the
-file's ``[[routes]]`` are not used.
-
-This module owns the common variables and the file; everything about a provider
-(its name, toggle, variables and settings) comes from its spec in the registry,
-so no provider is named here. The rules live in the man page (ENVIRONMENT,
-CONFIGURATION FILE).
+Owns the common variables and the configuration file; everything about a provider (its
+name, toggle, variables and settings) comes from its spec in the registry, so no provider
+is named here. The rules — precedence, routes, the file's keys and permissions — are the
+ENVIRONMENT and CONFIGURATION FILE sections of the man page.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """The stdin protocol: reading a request and parsing it into a canonical :class:`Target`.
 
-This module owns what ``get``, ``store`` and ``erase`` read: the bounded, non-blocking
-read of stdin (:func:`read_request`), the three input forms (git ``key=value``
-attributes, a URL, a bare ``host[:port]``) and the canonical origin they name
-(scheme, host, port). It imports no SDK and prints nothing; messages about hostile
-input are quoted with :mod:`mlflow_secrets_helper.text`. The reader and the parser stay
-in one module (past 400 lines) because they enforce the same limits with the same
-messages, and the host grammar is one unit that the fuzz tests drive as a whole.
-
-The rules (line and size limits, control characters, git attributes, schemes, host,
-IPv4/IPv6 and port syntax, loopback) are the INPUT section of the man page,
-``man/mlflow-secrets-helper.1``; ``tests/unit/test_protocol.py`` and
-``tests/unit/test_fuzz_input.py`` hold the parser to them. Finer points the man page
-does not spell out yet: ``capability[]=`` and ``wwwauth[]=`` with an empty value reset
-the list (as in git); a line of only ``\\r`` ends the read, so CRLF input fails at once;
-a URL's path may hold ``%``-escapes and ``@``; labels may hold ``_``; ``*.localhost``
-and IPv4-mapped IPv6 are not loopback; only host, url and protocol values appear in
-messages.
+Owns the bounded, non-blocking read of stdin (:func:`read_request`), the three input
+forms and the canonical origin (scheme, host, port) they name. One module because the
+reader and the parser enforce the same limits with the same messages. The rules are the
+INPUT section of the man page; ``tests/unit/test_protocol.py`` and
+``tests/unit/test_fuzz_input.py`` hold the parser to them.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         if row["configured"] and not row["sdk_installed"]:
             warnings.append(
                 f"{spec.name} is configured but its SDK ({spec.sdk}) is not installed; "
-                f"install mlflow-secrets-helper[{spec.extra}]"
+                + spec.install_hint()
             )
 
     settings: dict[str, Any] | None = None

@@ -129,7 +129,17 @@ class ProviderSpec(NamedTuple):
         return (*names, *self.credential_variables, *self.location_variables)
 
     def install_hint(self) -> str:
-        return f"pip install 'mlflow-secrets-helper[{self.extra}]'"
+        """One line saying how to install the provider's SDK (README "Install")."""
+        return install_hint(self.extra, self.sdk)
+
+
+def install_hint(extra: str, sdk: str) -> str:
+    """How to install an extra, in words that work today: the package is installed from
+    a checkout or a built wheel until it is published on the package index."""
+    return (
+        f"install the {extra} extra ({sdk}): pip install '<checkout or wheel>[{extra}]', "
+        f"or pip install 'mlflow-secrets-helper[{extra}]' once it is published"
+    )
 
 
 def require_sdk(spec: ProviderSpec, *modules: str) -> None:
