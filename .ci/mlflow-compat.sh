@@ -33,7 +33,7 @@ echo "mlflow-compat: MLflow client $installed, servers from $MAIN_VENV"
 
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
-MLFLOW_SECRETS_TEST_SERVER_PYTHON="$MAIN_VENV/bin/python" \
+HELPER_TEST_SERVER_PYTHON="$MAIN_VENV/bin/python" \
     "$VENV/bin/python" -m pytest tests/e2e/test_shim_mlflow_e2e.py -m mlflow_e2e \
     -p no:cacheprovider --junitxml="$report" "${@:2}"
 

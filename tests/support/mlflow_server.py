@@ -11,7 +11,7 @@ Fixtures (session scope, started on first use, stopped at session end):
     the same app behind a bearer-token gate, tokens mapped to MLflow users
     (:meth:`MlflowServer.set_tokens`).
 
-``MLFLOW_SECRETS_TEST_SERVER_PYTHON`` names the interpreter that runs the servers
+``HELPER_TEST_SERVER_PYTHON`` names the interpreter that runs the servers
 (default: this one), so a client-only environment (an older MLflow client) can test
 against a server from the main environment (``.ci/mlflow-compat.sh``).
 """
@@ -30,7 +30,7 @@ from devservers.process import StartError
 __all__ = ["ADMIN", "ADMIN_TOKEN", "SERVER_PYTHON", "MlflowServer"]
 
 ADMIN = (ADMIN_USER, ADMIN_PASSWORD)
-SERVER_PYTHON = "MLFLOW_SECRETS_TEST_SERVER_PYTHON"
+SERVER_PYTHON = "HELPER_TEST_SERVER_PYTHON"
 
 
 def _serve(directory: Path, *, bearer: bool) -> Iterator[MlflowServer]:
