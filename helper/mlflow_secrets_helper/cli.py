@@ -25,6 +25,7 @@ from mlflow_secrets_helper.errors import (
     InvalidInput,
     UnsupportedScheme,
 )
+from mlflow_secrets_helper.process import no_core_dumps
 from mlflow_secrets_helper.protocol import parse_request, read_request
 from mlflow_secrets_helper.resolve import Answer, Resolver
 from mlflow_secrets_helper.text import escape
@@ -60,6 +61,7 @@ class Invocation:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    no_core_dumps()
     return run(
         list(sys.argv[1:] if argv is None else argv),
         stdin=sys.stdin,
@@ -71,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def git_main(argv: Sequence[str] | None = None) -> int:
     """``git-credential-mlflow-secrets``: the same program speaking git's protocol."""
+    no_core_dumps()
     args = list(sys.argv[1:] if argv is None else argv)
     return run(
         ["--format", "git", *args],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 TMP_PREFIX = ".tmp-"
@@ -74,7 +74,9 @@ def prepare_directory(directory: str) -> None:
         if not os.path.lexists(directory):
             parent = os.path.dirname(directory)
             if not os.path.lexists(parent):
+                _check_may_create_in(os.path.dirname(parent), parent)
                 make_private_directory(parent)
+            _check_may_create_in(parent, directory)
             make_private_directory(directory)
         info = os.lstat(directory)
     except OSError as error:
@@ -86,6 +88,21 @@ def prepare_directory(directory: str) -> None:
         raise Refused(problem)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise Refused(f"the cache directory {directory} is not writable")
+
+
+def _check_may_create_in(parent: str, directory: str) -> None:
+    """Refuse to create ``directory`` inside another user's directory.
+
+    Under ``sudo -E`` the effective user is root while HOME (and XDG_CACHE_HOME) still
+    point at the invoking user's files: a root-owned directory made there would lock the
+    user out of their own cache. Only directories owned by us or by root are created in.
+    """
+    info = os.stat(parent)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise Refused(
+            f"{parent} belongs to uid {info.st_uid}, not to the effective uid {os.geteuid()} "
+            f"(sudo -E?): {directory} is not created there"
+        )
 
 
 def read_private_file(path: str, limit: int) -> tuple[bytes, tuple[int, int]]:
@@ -237,12 +254,40 @@ def list_names(directory: str) -> list[str]:
         return []
 
 
-def sweep(directory: str, now: float, stale: Callable[[str, os.stat_result], bool]) -> None:
+def iter_names(directory: str) -> Iterator[str]:
+    """The names in ``directory``, read lazily (a caller may stop early)."""
+    try:
+        with os.scandir(directory) as found:
+            for item in found:
+                yield item.name
+    except OSError:
+        return
+
+
+def touch(path: str) -> None:
+    """Create ``path`` (0600) or set its mtime to now."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep(
+    directory: str,
+    now: float,
+    stale: Callable[[str, os.stat_result], bool],
+    *,
+    limit: int | None = None,
+) -> bool:
     """Remove our temporaries older than a minute, and our files that ``stale`` condemns.
 
     ``stale(name, info)`` is asked about every other file of ours in ``directory``.
+    At most ``limit`` names are looked at; True when the whole directory was.
     """
-    for name in list_names(directory):
+    for looked, name in enumerate(iter_names(directory)):
+        if limit is not None and looked >= limit:
+            return False
         path = f"{directory}/{name}"
         try:
             info = os.lstat(path)
@@ -256,3 +301,4 @@ def sweep(directory: str, now: float, stale: Callable[[str, os.stat_result], boo
             condemned = stale(name, info)
         if condemned:
             unlink_quietly(path)
+    return True
