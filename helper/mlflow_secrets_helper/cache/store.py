@@ -362,8 +362,7 @@ class Cache:
             age = now - info.st_mtime
             if name.endswith(ENTRY_SUFFIX):
                 if age > ENTRY_MAX_AGE:
-                    files.unlink_quietly(f"{self._dir}/{name[: -len(ENTRY_SUFFIX)]}{LOCK_SUFFIX}")
-                    return True
+                    return True  # its lock goes below, as an orphan, if nobody holds it
                 entries.append((info.st_mtime, name))
                 return False
             if name.endswith(LOCK_SUFFIX):
