@@ -214,3 +214,12 @@ def test_no_home_is_a_disabled_cache_with_a_reason() -> None:
     cache = store.open_user_cache("", {}, warnings.append)
     assert not cache.enabled
     assert len(warnings) == 1 and "no home directory" in warnings[0]
+
+
+def test_every_miss_removes_stray_temporaries(cache_dir: Path) -> None:
+    cache, _ = open_cache(cache_dir, Clock())
+    cache.put(IDENTITY, TOKEN, ttl=300, backend_expires_at=None)  # sweep done: marker fresh
+    stray = _seed(cache_dir, ".tmp-0123456789abcdef", 120)  # a write killed two minutes ago
+    young = _seed(cache_dir, ".tmp-fedcba9876543210", 5)  # a write in flight
+    cache.put(IDENTITY, TOKEN, ttl=300, backend_expires_at=None)
+    assert not stray.exists() and young.exists()

@@ -264,6 +264,16 @@ def iter_names(directory: str) -> Iterator[str]:
         return
 
 
+def remove_stale_temporary(path: str, now: float) -> None:
+    """Unlink our temporary at ``path`` when it is older than :data:`TMP_MAX_AGE`."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if info.st_uid == os.geteuid() and now - info.st_mtime > TMP_MAX_AGE:
+        unlink_quietly(path)
+
+
 def touch(path: str) -> None:
     """Create ``path`` (0600) or set its mtime to now."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -325,7 +325,8 @@ class Cache:
 
         Due once :data:`SWEEP_INTERVAL` has passed since the last sweep (the marker file's
         mtime), or when more than :data:`MAX_ENTRIES` entries are there. Called after a
-        put, never on a hit; one run looks at no more than :data:`SWEEP_BATCH` names.
+        put, never on a hit; one run looks at no more than :data:`SWEEP_BATCH` names (and
+        every put removes stray temporaries over a minute old among them).
         """
         if not self.enabled:
             return False
@@ -335,7 +336,7 @@ class Cache:
             due = now - os.lstat(marker).st_mtime >= SWEEP_INTERVAL
         except FileNotFoundError:
             due = True
-        if not due and self._count_entries() <= MAX_ENTRIES:
+        if not due and self._count_entries(now) <= MAX_ENTRIES:
             return False
         # Claim this sweep first, so concurrent misses do not all sweep.
         files.touch(marker)
@@ -343,11 +344,15 @@ class Cache:
             os.utime(marker, (0, 0))  # the batch ran out: the next put goes on
         return True
 
-    def _count_entries(self) -> int:
+    def _count_entries(self, now: float) -> int:
+        """The entries among the first :data:`SWEEP_BATCH` names; temporaries of a killed
+        write found there are removed once a minute old, as every put promises."""
         count = 0
         for looked, name in enumerate(files.iter_names(self._dir)):
             if looked >= SWEEP_BATCH:
                 break
+            if name.startswith(files.TMP_PREFIX):
+                files.remove_stale_temporary(f"{self._dir}/{name}", now)
             count += name.endswith(ENTRY_SUFFIX)
         return count
 
