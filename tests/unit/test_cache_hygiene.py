@@ -223,3 +223,15 @@ def test_every_miss_removes_stray_temporaries(cache_dir: Path) -> None:
     young = _seed(cache_dir, ".tmp-fedcba9876543210", 5)  # a write in flight
     cache.put(IDENTITY, TOKEN, ttl=300, backend_expires_at=None)
     assert not stray.exists() and young.exists()
+
+
+def test_a_cache_left_by_root_in_another_users_home_is_not_used(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".cache" / "mlflow-secrets-helper").mkdir(parents=True, mode=0o700)
+    os.chown(home, 65534, 65534)
+    os.chown(home / ".cache", 65534, 65534)  # the leftover directory itself is root's
+    warnings: list[str] = []
+    cache = Cache.open(home / ".cache" / "mlflow-secrets-helper", warn=warnings.append)
+    cache.put(IDENTITY, TOKEN, ttl=300, backend_expires_at=None)
+    assert not cache.enabled and len(warnings) == 1
+    assert list((home / ".cache" / "mlflow-secrets-helper").iterdir()) == []

@@ -67,16 +67,17 @@ def make_private_directory(path: str) -> None:
 
 
 def prepare_directory(directory: str) -> None:
-    """Create the cache directory (and at most one missing parent) and check it is private."""
+    """Create the cache directory (and at most one missing parent) and check it is private,
+    and that its parent belongs to us or to root."""
     if not os.path.isabs(directory):
         raise Refused(f"the cache directory {directory!r} is not an absolute path")
+    parent = os.path.dirname(directory)
     try:
+        if not os.path.lexists(parent):
+            _check_parent(os.path.dirname(parent), parent)
+            make_private_directory(parent)
+        _check_parent(parent, directory)
         if not os.path.lexists(directory):
-            parent = os.path.dirname(directory)
-            if not os.path.lexists(parent):
-                _check_may_create_in(os.path.dirname(parent), parent)
-                make_private_directory(parent)
-            _check_may_create_in(parent, directory)
             make_private_directory(directory)
         info = os.lstat(directory)
     except OSError as error:
@@ -90,18 +91,19 @@ def prepare_directory(directory: str) -> None:
         raise Refused(f"the cache directory {directory} is not writable")
 
 
-def _check_may_create_in(parent: str, directory: str) -> None:
-    """Refuse to create ``directory`` inside another user's directory.
+def _check_parent(parent: str, directory: str) -> None:
+    """Refuse ``directory`` inside another user's directory (other than root's).
 
     Under ``sudo -E`` the effective user is root while HOME (and XDG_CACHE_HOME) still
     point at the invoking user's files: a root-owned directory made there would lock the
-    user out of their own cache. Only directories owned by us or by root are created in.
+    user out of their own cache, so nothing is created or written there. (The owner of
+    the parent could also move our directory away and put theirs in its place.)
     """
     info = os.stat(parent)
     if info.st_uid not in (os.geteuid(), 0):
         raise Refused(
             f"{parent} belongs to uid {info.st_uid}, not to the effective uid {os.geteuid()} "
-            f"(sudo -E?): {directory} is not created there"
+            f"(sudo -E?): {directory} is not created or used there"
         )
 
 
