@@ -52,7 +52,6 @@ def main() -> None:
         MLFLOW_AWS_SECRET_NAME="mlflow/bench",
         MLFLOW_SECRETS_ALLOWED_HOSTS="127.0.0.1:5000",
         MLFLOW_SECRETS_CACHE_DIR=str(work / "cache"),
-        MLFLOW_SECRETS_CONFIG=str(work / "none.toml"),
         MLFLOW_TRACKING_AUTH="mlflow-secrets-helper",
     )
     os.environ.update(env)

@@ -218,6 +218,7 @@ class Demo:
 
         out.step("Configuring the helper and the MLflow auth plugin, by environment only")
         self.helper_env = dict(env)
+        (self.tmp / "empty-config.toml").write_text("")
         self.helper_env.update(
             MLFLOW_SECRETS_AUTH_ENABLE="vault",
             VAULT_ADDR=bao.http_url,
@@ -226,8 +227,8 @@ class Demo:
             # plain http is allowed only for a loopback host listed literally
             MLFLOW_SECRETS_ALLOWED_HOSTS=mlflow.netloc,
             MLFLOW_SECRETS_CACHE_DIR=str(self.tmp / "helper-cache"),
-            # a file that does not exist: no personal config file changes the demo
-            MLFLOW_SECRETS_CONFIG=str(self.tmp / "no-config.toml"),
+            # an empty file: no personal config file changes the demo
+            MLFLOW_SECRETS_CONFIG=str(self.tmp / "empty-config.toml"),
             MLFLOW_TRACKING_URI=mlflow.url,
             MLFLOW_TRACKING_AUTH="mlflow-secrets-helper",
             # fail fast instead of MLflow's long default back-off

@@ -40,7 +40,6 @@ def helper_env(tmp_path: Path) -> dict[str, str]:
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache"),
-        "MLFLOW_SECRETS_CONFIG": str(tmp_path / "no-config.toml"),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -87,6 +87,9 @@ def _start(argv: list[str], *, git_program: bool) -> int:
     if reason is not None:
         Reporter(sys.stderr, "warning").error(ConfigError(reason))
         return ConfigError.exit_code
+    from mlflow_secrets_helper.process import no_core_dumps
+
+    no_core_dumps()
     return run(
         argv,
         stdin=sys.stdin,

@@ -8,7 +8,6 @@ ENVIRONMENT and CONFIGURATION FILE sections of the man page.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
@@ -92,7 +91,7 @@ class Config(NamedTuple):
 def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
     """Build the effective configuration. Raises :class:`ConfigError` on anything malformed."""
     path = userfiles.config_path(env)
-    document = userfiles.read_config_file(path)
+    document = userfiles.read_config_file(path, required=bool(env.get("MLFLOW_SECRETS_CONFIG")))
     loaded = document is not None
     document = document or {}
     unknown = sorted(set(document) - _TOP_KEYS)
@@ -124,7 +123,9 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
         None, document.get("ttl_sec"), "ttl_sec", DEFAULT_TTL_SEC, maximum=MAX_TTL_SEC
     )
     cache_dir_text = env.get("MLFLOW_SECRETS_CACHE_DIR") or _file_str(document, "cache_dir", path)
-    cache_dir = os.path.expanduser(cache_dir_text) if cache_dir_text else userfiles.cache_dir(env)
+    cache_dir = (
+        userfiles.expand_user(cache_dir_text, env) if cache_dir_text else userfiles.cache_dir(env)
+    )
     log_level = (
         env.get("MLFLOW_SECRETS_LOG_LEVEL") or _file_str(document, "log_level", path) or "warning"
     ).lower()

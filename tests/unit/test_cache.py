@@ -111,7 +111,7 @@ def test_files_and_directory_are_private_whatever_the_umask(cache_dir: Path) -> 
         os.umask(old)
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
     names = sorted(path.name for path in cache_dir.iterdir())
-    assert len(names) == 4  # entry, lock, hits, key
+    assert len(names) == 5  # entry, lock, hits, key, sweep marker
     for path in cache_dir.iterdir():
         assert stat.S_IMODE(path.lstat().st_mode) == 0o600, path.name
 
@@ -644,6 +644,7 @@ def test_abandoned_entries_of_an_old_key_are_swept(cache_dir: Path) -> None:
     month_ago = time.time() - 30 * 86400
     os.utime(abandoned, (month_ago, month_ago))
     (cache_dir / "key").unlink()  # e.g. the runtime dir's key vanished at reboot
+    os.utime(cache_dir / "sweep", (0, 0))  # the last sweep was long ago
 
     fresh, _ = open_cache(cache_dir)
     assert fresh.status().entries == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,13 +42,67 @@ def test_default_dirs_agree_with_platformdirs(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_explicit_locations_win(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("")
     env = {
         "MLFLOW_SECRETS_CONFIG": str(tmp_path / "c.toml"),
         "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache"),
     }
     loaded = config.load(env)
     assert loaded.cache_dir == str(tmp_path / "cache")
-    assert loaded.config_file is None  # the file does not exist, which is fine
+    assert loaded.config_file == str(tmp_path / "c.toml")
+
+
+def test_a_named_config_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    env = {"MLFLOW_SECRETS_CONFIG": str(tmp_path / "c.toml"), "HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"MLFLOW_SECRETS_CONFIG names .*c\.toml.* not exist"):
+        config.load(env)
+    # the default location, absent, is simply no file
+    del env["MLFLOW_SECRETS_CONFIG"]
+    assert config.load(env).config_file is None
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o1777])
+def test_config_file_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    path = directory / "c.toml"
+    path.write_text('allowed_hosts = ["mlflow.example.com"]\n')
+    path.chmod(0o600)
+    directory.chmod(mode)  # 1777: world-writable with the sticky bit, like /tmp: refused too
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"directory of the config file .* writable by other"):
+        config.load(env)
+    path.unlink()  # another user deleted it: still refused, never "serve every host"
+    with pytest.raises(ConfigError, match="directory of the config file"):
+        config.load(env)
+    directory.chmod(0o700)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(env)
+
+
+def test_config_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o755)
+    path = directory / "c.toml"
+    path.write_text("")
+    path.chmod(0o644)
+    os.chown(directory, 65534, 65534)
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        config.load(env)
+
+
+def test_a_relative_home_is_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME=relative/dir must not make the config load from the current directory."""
+    monkeypatch.chdir(tmp_path)
+    planted = tmp_path / "relative" / "dir" / ".config" / "mlflow-secrets-helper"
+    planted.mkdir(parents=True)
+    (planted / "config.toml").write_text("this is not toml [")
+    env = {"HOME": "relative/dir", "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache")}
+    loaded = config.load(env)
+    assert loaded.config_file is None or os.path.isabs(loaded.config_file)
+    assert not userfiles.config_path(env).startswith("relative")
+    assert os.path.isabs(userfiles.cache_dir(env))
 
 
 def test_flag_beats_environment_beats_file(tmp_path: Path) -> None:
@@ -87,7 +142,7 @@ def test_unknown_provider_is_a_config_error() -> None:
 
 def test_enabled_provider_without_secret_is_skipped(tmp_path: Path) -> None:
     env = {
-        "MLFLOW_SECRETS_CONFIG": str(tmp_path / "none.toml"),
+        "HOME": str(tmp_path),
         "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path),
         "MLFLOW_SECRETS_AUTH_ENABLE": "vault,aws-secrets-manager",
         "MLFLOW_AWS_SECRET_NAME": "mlflow/prod",

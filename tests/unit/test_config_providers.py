@@ -23,7 +23,7 @@ def ids(spec: ProviderSpec) -> str:
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     return {
-        "MLFLOW_SECRETS_CONFIG": str(tmp_path / "absent.toml"),
+        "HOME": str(tmp_path),
         "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path / "cache"),
     }
 

@@ -4,13 +4,17 @@ Pure: bytes in, bytes out; the caller supplies the clock reading, the nonce and
 the jitter draw. Sealed files (entries and memory notes) are::
 
     magic   8 bytes  b"MSHCACHE" for entries
-    version 1 byte   0x01
+    version 1 byte   0x01 (the sealed-file layout; the record inside has its own "v")
     key id  8 bytes  HMAC(master, "key-id")[:8]: which key wrote this file
     nonce  12 bytes  fresh for every write
     body            AES-256-GCM(enc_key, nonce, plaintext, aad=header + associated data)
 
 An entry's associated data is its identity, so a file moved to another identity's
 name, or damaged in any way, does not open: it is a miss, never an exception.
+
+An entry's record is version 2: it carries the TTL it was written under, so a reader
+can tell an entry written while the clock was ahead (see :func:`trustworthy`).
+Version 1 entries (no TTL) do not decode: they are misses, and are removed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from mlflow_secrets_helper.secret import Credential, from_fields
 
 MAGIC = b"MSHCACHE"
 FORMAT_VERSION = 1
+#: the version of an entry's record (2: the TTL is recorded)
+ENTRY_VERSION = 2
+#: how far an entry's stored time may lie in the future (clocks of processes that share
+#: a cache, a small step of NTP) before the entry is distrusted
+CLOCK_SKEW_SEC = 60.0
 HEADER_LEN = len(MAGIC) + 1 + 8 + 12
 MAX_ENTRY_BYTES = 256 * 1024
 _AAD_PREFIX = b"mlflow-secrets-helper/cache/v1\n"
@@ -133,6 +142,7 @@ class Entry(NamedTuple):
     refresh_after: float
     expires_at: float
     backend_expires_at: float | None
+    ttl: float = 0.0
 
 
 # The only two places that know how a credential is written down.
@@ -182,6 +192,18 @@ def new_entry(
         refresh_after=min(refresh_after, expires_at),
         expires_at=expires_at,
         backend_expires_at=backend_expires_at,
+        ttl=max(ttl, 0.0),
+    )
+
+
+def trustworthy(found: Entry, now: float) -> bool:
+    """False for an entry the clock says cannot have been written yet: stored more than
+    :data:`CLOCK_SKEW_SEC` in the future, or expiring further away than its TTL allows
+    (both happen when the clock was ahead when it was written and has been corrected)."""
+    return (
+        found.stored_at <= now + CLOCK_SKEW_SEC
+        and found.expires_at <= found.stored_at + found.ttl
+        and found.expires_at <= now + found.ttl + CLOCK_SKEW_SEC
     )
 
 
@@ -194,12 +216,13 @@ def encode(keys: Keys, associated_data: bytes, entry: Entry, nonce: bytes) -> by
     """The sealed file for ``entry``; ``nonce`` must be 12 fresh random bytes."""
     plaintext = json.dumps(
         {
-            "v": FORMAT_VERSION,
+            "v": ENTRY_VERSION,
             "credential": _fields(entry.credential),
             "stored_at": entry.stored_at,
             "refresh_after": entry.refresh_after,
             "expires_at": entry.expires_at,
             "backend_expires_at": entry.backend_expires_at,
+            "ttl": entry.ttl,
         },
         separators=(",", ":"),
     ).encode("utf-8")
@@ -215,9 +238,10 @@ def decode(keys: Keys, associated_data: bytes, data: bytes) -> Entry | None:
         record = json.loads(plaintext)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(record, dict) or record.get("v") != FORMAT_VERSION:
+    if not isinstance(record, dict) or record.get("v") != ENTRY_VERSION:
         return None
     fields = record.get("credential")
+    ttl = number(record.get("ttl"))
     stored_at = number(record.get("stored_at"))
     refresh_after = number(record.get("refresh_after"))
     expires_at = number(record.get("expires_at"))
@@ -228,6 +252,7 @@ def decode(keys: Keys, associated_data: bytes, data: bytes) -> Entry | None:
         or stored_at is None
         or refresh_after is None
         or expires_at is None
+        or ttl is None
         or (backend is not None and backend_expires_at is None)
     ):
         return None
@@ -241,6 +266,7 @@ def decode(keys: Keys, associated_data: bytes, data: bytes) -> Entry | None:
         refresh_after=refresh_after,
         expires_at=expires_at,
         backend_expires_at=backend_expires_at,
+        ttl=ttl,
     )
 
 

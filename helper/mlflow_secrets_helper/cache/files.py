@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 TMP_PREFIX = ".tmp-"
@@ -67,14 +67,17 @@ def make_private_directory(path: str) -> None:
 
 
 def prepare_directory(directory: str) -> None:
-    """Create the cache directory (and at most one missing parent) and check it is private."""
+    """Create the cache directory (and at most one missing parent) and check it is private,
+    and that its parent belongs to us or to root."""
     if not os.path.isabs(directory):
         raise Refused(f"the cache directory {directory!r} is not an absolute path")
+    parent = os.path.dirname(directory)
     try:
+        if not os.path.lexists(parent):
+            _check_parent(os.path.dirname(parent), parent)
+            make_private_directory(parent)
+        _check_parent(parent, directory)
         if not os.path.lexists(directory):
-            parent = os.path.dirname(directory)
-            if not os.path.lexists(parent):
-                make_private_directory(parent)
             make_private_directory(directory)
         info = os.lstat(directory)
     except OSError as error:
@@ -86,6 +89,22 @@ def prepare_directory(directory: str) -> None:
         raise Refused(problem)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise Refused(f"the cache directory {directory} is not writable")
+
+
+def _check_parent(parent: str, directory: str) -> None:
+    """Refuse ``directory`` inside another user's directory (other than root's).
+
+    Under ``sudo -E`` the effective user is root while HOME (and XDG_CACHE_HOME) still
+    point at the invoking user's files: a root-owned directory made there would lock the
+    user out of their own cache, so nothing is created or written there. (The owner of
+    the parent could also move our directory away and put theirs in its place.)
+    """
+    info = os.stat(parent)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise Refused(
+            f"{parent} belongs to uid {info.st_uid}, not to the effective uid {os.geteuid()} "
+            f"(sudo -E?): {directory} is not created or used there"
+        )
 
 
 def read_private_file(path: str, limit: int) -> tuple[bytes, tuple[int, int]]:
@@ -237,12 +256,50 @@ def list_names(directory: str) -> list[str]:
         return []
 
 
-def sweep(directory: str, now: float, stale: Callable[[str, os.stat_result], bool]) -> None:
+def iter_names(directory: str) -> Iterator[str]:
+    """The names in ``directory``, read lazily (a caller may stop early)."""
+    try:
+        with os.scandir(directory) as found:
+            for item in found:
+                yield item.name
+    except OSError:
+        return
+
+
+def remove_stale_temporary(path: str, now: float) -> None:
+    """Unlink our temporary at ``path`` when it is older than :data:`TMP_MAX_AGE`."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if info.st_uid == os.geteuid() and now - info.st_mtime > TMP_MAX_AGE:
+        unlink_quietly(path)
+
+
+def touch(path: str) -> None:
+    """Create ``path`` (0600) or set its mtime to now."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep(
+    directory: str,
+    now: float,
+    stale: Callable[[str, os.stat_result], bool],
+    *,
+    limit: int | None = None,
+) -> bool:
     """Remove our temporaries older than a minute, and our files that ``stale`` condemns.
 
     ``stale(name, info)`` is asked about every other file of ours in ``directory``.
+    At most ``limit`` names are looked at; True when the whole directory was.
     """
-    for name in list_names(directory):
+    for looked, name in enumerate(iter_names(directory)):
+        if limit is not None and looked >= limit:
+            return False
         path = f"{directory}/{name}"
         try:
             info = os.lstat(path)
@@ -256,3 +313,4 @@ def sweep(directory: str, now: float, stale: Callable[[str, os.stat_result], boo
             condemned = stale(name, info)
         if condemned:
             unlink_quietly(path)
+    return True

@@ -68,3 +68,29 @@ def _flock_until(fd: int, deadline: float) -> bool:
             return False
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.05)
+
+
+def remove_if_free(path: str) -> bool:
+    """Delete a lock file nobody holds (taken without waiting, deleted while held).
+
+    A process that opened it just before may still take the unlinked file's lock while
+    another creates a new one: two fetches at once, which the lock only ever saves.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not is_private(os.fstat(fd)):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+    finally:
+        os.close(fd)

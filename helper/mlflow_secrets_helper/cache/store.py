@@ -28,7 +28,19 @@ StrPath = Union[str, "os.PathLike[str]"]
 ENTRY_SUFFIX = ".entry"
 LOCK_SUFFIX = ".lock"
 NOTE_SUFFIX = ".note"
-_ORPHAN_MAX_AGE = 7 * 86400.0  # entries of another key, and notes, untouched this long
+_NOTE_MAX_AGE = 7 * 86400.0  # notes untouched this long
+#: the file whose mtime says when the cache was last swept
+SWEEP_MARKER = "sweep"
+#: sweep at most this often (on a miss that writes an entry; never on a hit)...
+SWEEP_INTERVAL = 3600.0
+#: ...or sooner when more than this many entries are there: the cap (oldest written go first)
+MAX_ENTRIES = 1000
+#: at most this many directory names are looked at by one run
+SWEEP_BATCH = 4 * MAX_ENTRIES
+#: an entry file this old is past the longest TTL plus the longest stale grace (a day each)
+ENTRY_MAX_AGE = 2 * 86400.0
+#: a lock file this old whose entry does not exist is an orphan
+LOCK_MAX_AGE = 3600.0
 
 
 class CacheStatus(NamedTuple):
@@ -92,6 +104,11 @@ class Cache:
         path = os.fspath(directory)
         runtime = os.fspath(runtime_dir) if runtime_dir is not None else None
         try:
+            if not path:
+                raise files.Refused(
+                    f"no home directory (HOME is unset or relative and uid {os.getuid()} has "
+                    "no passwd entry); set MLFLOW_SECRETS_CACHE_DIR to use a cache"
+                )
             files.prepare_directory(path)
             key = keystore.load(path, runtime)
         except files.Refused as refused:
@@ -136,8 +153,9 @@ class Cache:
         if not data:
             return None
         found = entry.decode(self._keys, aad, data)
-        if found is None:
+        if found is None or not entry.trustworthy(found, self._clock()):
             files.remove_if_ours(path, inode)
+            return None
         return found
 
     def put(
@@ -168,9 +186,9 @@ class Cache:
         if not self.enabled or ttl <= 0 or built.expires_at <= now:
             return built
         data = entry.encode(self._keys, aad, built, os.urandom(12))
-        with suppress(OSError):
-            self._sweep()
         self._write(self._keys.file_stem(aad) + ENTRY_SUFFIX, data)
+        with suppress(OSError):
+            self.maintain()
         return built
 
     def erase(self, identity: CacheIdentity, credential_id: str | None = None) -> bool:
@@ -213,7 +231,7 @@ class Cache:
                 ours = (
                     name.endswith((ENTRY_SUFFIX, NOTE_SUFFIX, LOCK_SUFFIX))
                     or name.startswith(files.TMP_PREFIX)
-                    or name in (keystore.KEY_FILE, *counters.FILES.values())
+                    or name in (keystore.KEY_FILE, SWEEP_MARKER, *counters.FILES.values())
                 )
                 if not ours:
                     continue
@@ -302,17 +320,73 @@ class Cache:
             return None
         return entry.key_id_of(data)
 
-    def _sweep(self) -> None:
-        """Remove stray temporaries, long-abandoned entries of another key, and old notes."""
+    def maintain(self) -> bool:
+        """Sweep the directory when it is due; True if a sweep ran.
+
+        Due once :data:`SWEEP_INTERVAL` has passed since the last sweep (the marker file's
+        mtime), or when more than :data:`MAX_ENTRIES` entries are there. Called after a
+        put, never on a hit; one run looks at no more than :data:`SWEEP_BATCH` names (and
+        every put removes stray temporaries over a minute old among them).
+        """
+        if not self.enabled:
+            return False
+        marker = f"{self._dir}/{SWEEP_MARKER}"
+        now = time.time()
+        try:
+            due = now - os.lstat(marker).st_mtime >= SWEEP_INTERVAL
+        except FileNotFoundError:
+            due = True
+        if not due and self._count_entries(now) <= MAX_ENTRIES:
+            return False
+        # Claim this sweep first, so concurrent misses do not all sweep.
+        files.touch(marker)
+        if not self._sweep(now):
+            os.utime(marker, (0, 0))  # the batch ran out: the next put goes on
+        return True
+
+    def _count_entries(self, now: float) -> int:
+        """The entries among the first :data:`SWEEP_BATCH` names; temporaries of a killed
+        write found there are removed once a minute old, as every put promises."""
+        count = 0
+        for looked, name in enumerate(files.iter_names(self._dir)):
+            if looked >= SWEEP_BATCH:
+                break
+            if name.startswith(files.TMP_PREFIX):
+                files.remove_stale_temporary(f"{self._dir}/{name}", now)
+            count += name.endswith(ENTRY_SUFFIX)
+        return count
+
+    def _sweep(self, now: float) -> bool:
+        """Remove stray temporaries, entries long past any use (whatever key wrote them),
+        notes untouched for a week, orphaned lock files, and the oldest entries above the
+        cap. True when the whole directory was looked at."""
+        entries: list[tuple[float, str]] = []
+        locks: list[tuple[float, str]] = []
 
         def stale(name: str, info: os.stat_result) -> bool:
-            if time.time() - info.st_mtime <= _ORPHAN_MAX_AGE:
+            age = now - info.st_mtime
+            if name.endswith(ENTRY_SUFFIX):
+                if age > ENTRY_MAX_AGE:
+                    return True  # its lock goes below, as an orphan, if nobody holds it
+                entries.append((info.st_mtime, name))
                 return False
-            if name.endswith(NOTE_SUFFIX):
-                return True
-            return name.endswith(ENTRY_SUFFIX) and self._key_id_of(name) != self._keys.key_id
+            if name.endswith(LOCK_SUFFIX):
+                if age > LOCK_MAX_AGE:
+                    locks.append((info.st_mtime, name))
+                return False
+            return name.endswith(NOTE_SUFFIX) and age > _NOTE_MAX_AGE
 
-        files.sweep(self._dir, time.time(), stale)
+        complete = files.sweep(self._dir, now, stale, limit=SWEEP_BATCH)
+        entries.sort()
+        for _, name in entries[: max(len(entries) - MAX_ENTRIES, 0)]:
+            files.unlink_quietly(f"{self._dir}/{name}")
+        for _, name in locks:
+            stem = name[: -len(LOCK_SUFFIX)]
+            if not os.path.lexists(f"{self._dir}/{stem}{ENTRY_SUFFIX}"):
+                from mlflow_secrets_helper.cache import lock  # only a sweep removes locks
+
+                lock.remove_if_free(f"{self._dir}/{name}")
+        return complete
 
 
 @contextmanager
