@@ -59,6 +59,12 @@ def require_tls_unless_loopback(url: str, variable: str) -> None:
     )
 
 
+def no_proxies() -> dict[str, None]:
+    """Per-request ``proxies`` for requests (and the SDKs built on it) that send directly:
+    requests fills missing keys from the environment, then drops the None ones."""
+    return {"http": None, "https": None, "all": None}
+
+
 def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     """The proxy setting (``http_proxy`` or ``all_proxy``, any case) that would carry a
     request to ``url`` under ``env``, or None when it would go direct.

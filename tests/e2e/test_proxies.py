@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from mlflow_secrets_shim.invocation import HelperProcess
 from mlflow_secrets_shim.memo import CredentialMemo
 from tests.conftest import RunHelper
 from tests.e2e.shim_fakes import LoopbackServer, loopback_server
+from tests.support.keyvault import AzureCloud
 from tests.support.moto_server import AwsBackend
 from tests.support.openbao import VaultNamespace
 
@@ -295,3 +297,25 @@ def test_a_plain_http_aws_endpoint_elsewhere_is_refused(
     ), result.stderr
     assert "pw" not in result.stderr
     assert proxy.seen == []
+
+
+def test_a_loopback_azure_authority_is_contacted_directly(
+    azure_cloud: AzureCloud, helper_env: dict[str, str], run_helper: RunHelper, tmp_path: Path
+) -> None:
+    """The egress guard is the proxy here: it serves the vault's public name and records
+    anything else; with no ``no_proxy`` the loopback login must still not go through it."""
+    azure_cloud.kv.set_secret("mlflow-token", "via-direct-login")
+    env = {
+        **without_proxies(helper_env),
+        **without_proxies(azure_cloud.env()),
+        "HTTPS_PROXY": azure_cloud.guard.url,
+        "HTTP_PROXY": azure_cloud.guard.url,
+        "MLFLOW_SECRETS_AUTH_ENABLE": "azure-key-vault",
+        "MLFLOW_AZURE_KEY_VAULT_URL": azure_cloud.vault_url,
+        "MLFLOW_AZURE_SECRET_NAME": "mlflow-token",
+        "MLFLOW_SECRETS_ALLOWED_HOSTS": "mlflow.example.com",
+        **azure_cloud.workload_identity(tmp_path),
+    }
+    result = run_helper(["get"], "mlflow.example.com\n", env)
+    assert result.stdout == "Authorization: Bearer via-direct-login\n", result.stderr
+    assert azure_cloud.guard.refused == []
