@@ -8,24 +8,19 @@ the cache, so a refused host gets nothing, not even a cached header.
 
 The rules are the HOST POLICY section of the man page, ``man/mlflow-secrets-helper.1``.
 Finer points the man page does not spell out yet: entries are stripped of whitespace;
-``localhost`` does not cover ``127.0.0.1``; a proxy is configured when any of
-``http_proxy``, ``HTTP_PROXY``, ``all_proxy`` or ``ALL_PROXY`` is non-empty, and is
-bypassed only when ``no_proxy`` (or ``NO_PROXY`` when ``no_proxy`` is unset) is ``*``,
-names the host (leading dot ignored, ``::1`` unbracketed) or holds an IPv4 CIDR that
-contains it; ``no_proxy`` entries with a port do not count (curl ignores them), and
-system proxy settings are not consulted.
+``localhost`` does not cover ``127.0.0.1``. Whether a proxy would carry plain http is
+asked of the HTTP library (:mod:`mlflow_secrets_helper.netrules`), never read here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from mlflow_secrets_helper.errors import ConfigError, HostRefused, InvalidInput
 from mlflow_secrets_helper.protocol import (
     Target,
     canonical_host,
-    is_dotted_quad,
     is_numeric_label,
     parse_authority,
     parse_port,
@@ -33,7 +28,6 @@ from mlflow_secrets_helper.protocol import (
 from mlflow_secrets_helper.text import quote
 
 ALLOWED_HOSTS_ENV = "MLFLOW_SECRETS_ALLOWED_HOSTS"
-PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
 
 _FORMS_HINT = (
     "entries look like mlflow.company.com, mlflow.company.com:8443, *.company.com, "
@@ -43,6 +37,9 @@ _PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.:*[]")
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 Wildcard = Literal["", "*", "**"]
+
+#: the Public Suffix List's rules for one top-level label, parsed once per process
+_PSL_BY_TLD: dict[str, Any] = {}
 
 
 class HostPattern(NamedTuple):
@@ -128,6 +125,12 @@ class HostPattern(NamedTuple):
             if is_numeric_label(last):
                 raise _bad(text, "wildcards cannot match IP addresses")
             suffix = canonical_host(suffix)
+            if is_public_suffix(suffix):
+                raise _bad(
+                    text,
+                    f"{suffix} is a public suffix: the pattern would match sites of "
+                    "unrelated owners",
+                )
         return cls(text, wildcard, prefix, suffix, port)
 
     def matches(self, target: Target) -> bool:
@@ -147,6 +150,41 @@ class HostPattern(NamedTuple):
         if self.wildcard == "**":
             return bool(head)
         return "." not in head and len(head) > len(self.prefix) and head.startswith(self.prefix)
+
+
+def is_public_suffix(name: str) -> bool:
+    """Whether ``name`` is a public suffix in the Public Suffix List (its ICANN and its
+    private section) that the ``publicsuffixlist`` package ships; no network access.
+
+    A TLD the list does not know (``internal``, ``lan``) is not one. Only the rules for
+    ``name``'s top-level label are handed to the library (every rule ends in its TLD, so
+    no other can apply): that keeps the parse to about a millisecond.
+    """
+    try:
+        from publicsuffixlist import PSLFILE, PublicSuffixList
+    except ImportError:  # a core dependency: a broken install fails closed
+        raise ConfigError(
+            "wildcard host patterns need the publicsuffixlist package",
+            hints=["reinstall mlflow-secrets-helper"],
+        ) from None
+    tld = name.rpartition(".")[2]
+    names = {tld}
+    if tld.startswith("xn--"):  # the list is written in Unicode
+        import contextlib
+
+        with contextlib.suppress(UnicodeError):  # not valid punycode: in no rule either
+            names.add(tld.encode("ascii").decode("idna"))
+    psl = _PSL_BY_TLD.get(tld)
+    if psl is None:
+        with open(PSLFILE, encoding="utf-8") as file:
+            rules = [
+                line
+                for line in file
+                if not line.startswith("//")
+                and line.split(" ", 1)[0].rstrip().rpartition(".")[2].lower() in names
+            ]
+        psl = _PSL_BY_TLD[tld] = PublicSuffixList(source=rules, accept_unknown=False)
+    return bool(psl.is_public(name))
 
 
 def _bad(text: str, reason: str) -> ConfigError:
@@ -247,8 +285,9 @@ class HostPolicy(NamedTuple):
         variable = proxy_for_http(target, env)
         if variable is not None:
             return (
-                f"plain http to {origin} is refused: the proxy in {variable} would see the header",
-                f"add {_no_proxy_entry(target)} to no_proxy, or unset {variable}",
+                f"plain http to {origin} is refused: the proxy in {variable} (any case) "
+                "would see the header",
+                f"add {_no_proxy_entries(target)} to no_proxy, or unset {variable}",
             )
         return None
 
@@ -260,51 +299,18 @@ def _entry_for(target: Target) -> str:
     return target.authority()
 
 
-def _no_proxy_entry(target: Target) -> str:
-    return target.host
+def _no_proxy_entries(target: Target) -> str:
+    return f"[{target.host}]" if ":" in target.host else target.host
 
 
 def proxy_for_http(target: Target, env: Mapping[str, str]) -> str | None:
-    """The variable naming a proxy that plain http to ``target`` would use, or None."""
-    variable = next((name for name in PROXY_VARIABLES if env.get(name, "").strip()), None)
-    if variable is None:
-        return None
-    no_proxy = env["no_proxy"] if "no_proxy" in env else env.get("NO_PROXY", "")
-    if _bypassed(target.host, no_proxy):
-        return None
-    return variable
+    """The proxy setting that plain http to ``target`` would go through, or None.
 
+    Asked of the HTTP library itself (:func:`~mlflow_secrets_helper.netrules.proxy_for`).
+    The host is spelled as the caller spelled it: the input parser refuses a plain-http
+    host written with a trailing dot, so the canonical host is that spelling.
+    """
+    from mlflow_secrets_helper.netrules import proxy_for  # only plain http to loopback
 
-def _bypassed(host: str, no_proxy: str) -> bool:
-    if no_proxy.strip() == "*":
-        return True
-    ipv4 = is_dotted_quad(host)
-    for raw in no_proxy.split(","):
-        entry = raw.strip().lower()
-        if not entry:
-            continue
-        if ipv4 and "/" in entry:
-            if _in_cidr(host, entry):
-                return True
-            continue
-        if not ipv4 and ":" not in host:
-            entry = entry.lstrip(".")
-        if entry == host:
-            return True
-    return False
-
-
-def _in_cidr(address: str, cidr: str) -> bool:
-    network, _, bits_text = cidr.partition("/")
-    if not is_dotted_quad(network) or not bits_text.isdigit() or not bits_text.isascii():
-        return False
-    bits = int(bits_text)
-    if bits > 32:
-        return False
-    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    return (_ipv4_int(address) & mask) == (_ipv4_int(network) & mask)
-
-
-def _ipv4_int(address: str) -> int:
-    a, b, c, d = (int(part) for part in address.split("."))
-    return (a << 24) | (b << 16) | (c << 8) | d
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return proxy_for(f"http://{host}:{target.port}/", env)

@@ -370,6 +370,13 @@ def parse_authority(text: str, scheme: str) -> Target:
             )
         host_text, colon, port_part = text.partition(":")
         port_text = port_part if colon else None
+        if scheme == "http" and host_text.endswith("."):
+            # "localhost." is another name to a proxy's no_proxy list than "localhost":
+            # plain http carries the header in clear text, so it goes by one spelling only
+            raise InvalidInput(
+                f"plain http to {quote(host_text)} with a trailing dot is not served",
+                hints=[f"write the host without the trailing dot: {quote(host_text[:-1])}"],
+            )
         host = canonical_host(host_text)
     port = DEFAULT_PORTS[scheme] if port_text is None else parse_port(port_text)
     return Target(scheme, host, port)

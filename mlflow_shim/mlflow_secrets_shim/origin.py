@@ -45,5 +45,7 @@ def _parse(url: str) -> Origin:
     if not host or not host.isascii():
         raise ValueError("URL without an ASCII host name")
     port = parts.port  # raises ValueError when out of range or not a number
-    host = host[:-1] if host.endswith(".") else host
+    if scheme == "https" and host.endswith("."):
+        host = host[:-1]  # the same origin; plain http keeps its spelling (the helper
+        # refuses a dotted plain-http host: a proxy's no_proxy tells the two apart)
     return Origin(scheme, host, port or _DEFAULT_PORTS[scheme])

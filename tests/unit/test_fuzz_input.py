@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlflow_secrets_helper.errors import ConfigError, InvalidInput
-from mlflow_secrets_helper.policy import HostPattern
+from mlflow_secrets_helper.policy import HostPattern, is_public_suffix
 from mlflow_secrets_helper.protocol import (
     DEFAULT_PORTS,
     Request,
@@ -448,6 +448,7 @@ def test_wildcards_respect_label_boundaries(
         valid_suffix = False
     else:
         valid_suffix = not is_numeric_label(suffix.rsplit(".", 1)[-1])
+        valid_suffix = valid_suffix and not is_public_suffix(suffix)
     try:
         pattern = HostPattern.parse(text)
     except ConfigError:

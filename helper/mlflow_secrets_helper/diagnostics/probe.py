@@ -5,7 +5,9 @@ It owns what the request needs besides the header. The URL's path is the trackin
 server's base path, as in an MLflow tracking URI. TLS is always verified; the trusted
 CAs come from ``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``REQUESTS_CA_BUNDLE``,
 ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE`` (the first one set), else the system store.
-Proxies come from the process environment, as for MLflow (urllib's default handler). A
+Over https, proxies come from the process environment, as for MLflow (urllib's default
+handler); plain http (allowed only to a loopback host no proxy applies to, as requests
+decides for MLflow) is always sent directly. A
 redirect to the same origin keeps the header; a redirect to another origin (scheme,
 host or port) is not followed, so the header never leaves the origin the policy allowed.
 URLs are shown without user info, query or fragment.
@@ -139,7 +141,15 @@ def send_request(
     redirects = _SameOriginRedirects(
         (target.scheme, target.host, target.port), (header_name, header_value)
     )
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), redirects)
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.HTTPSHandler(context=context),
+        redirects,
+    ]
+    if target.scheme == "http":
+        # the policy let plain http through only because no proxy applies: go direct, so
+        # a proxy the policy's question (asked of requests) did not foresee still sees nothing
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
     request = urllib.request.Request(url, method="GET")  # noqa: S310 - http(s) only, checked
     request.add_unredirected_header(header_name, header_value.expose())
     request.add_header("Accept", "application/json")

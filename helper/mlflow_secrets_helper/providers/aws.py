@@ -34,6 +34,7 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
+from mlflow_secrets_helper.netrules import is_loopback_url, require_tls_unless_loopback
 from mlflow_secrets_helper.providers.base import (
     DEFAULT_SEAMS,
     Fetched,
@@ -65,6 +66,8 @@ MAX_ATTEMPTS_CAP = 10
 CONNECT_TIMEOUT_CAP = 3.0
 #: rebuild a client whose construction took longer than this (see fetch)
 CLIENT_BUILD_SLACK = 0.02
+#: botocore's endpoint overrides for this service, first set wins
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL")
 
 #: compiled on first use: a cache hit never needs it
 _VERSION_ID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
@@ -190,6 +193,9 @@ class AwsSecretsManagerProvider:
         self.profile = settings.get("profile", "").strip() or None
         self.env = env
         self._seams = seams
+        endpoint = self._endpoint_override()
+        if endpoint:
+            require_tls_unless_loopback(endpoint, _endpoint_variable(env))
 
     def __repr__(self) -> str:
         return (
@@ -241,7 +247,7 @@ class AwsSecretsManagerProvider:
     def _endpoint_override(self) -> str | None:
         if _env(self.env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").lower() == "true":
             return None
-        return _env(self.env, "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL") or None
+        return _env(self.env, *ENDPOINT_VARIABLES) or None
 
     def _what(self) -> str:
         version = self.version or Version(stage=DEFAULT_STAGE)
@@ -344,6 +350,8 @@ class AwsSecretsManagerProvider:
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=1,
             user_agent_extra=f"mlflow-secrets-helper/{__version__}",
+            # a loopback endpoint override is reached directly, never through a proxy
+            proxies={} if is_loopback_url(self._endpoint_override() or "") else None,
         )
         factory = self._seams.client_factory or _boto3_client
         client: SecretsManagerClient = factory(
@@ -519,6 +527,10 @@ def _denied_hints(code: str) -> list[str]:
     if code in {"AccessDeniedException", "AccessDenied", "NotAuthorized"}:
         return ["the caller needs secretsmanager:GetSecretValue on this secret"]
     return ["check the AWS credentials in use (aws sts get-caller-identity)"]
+
+
+def _endpoint_variable(env: Mapping[str, str]) -> str:
+    return next(n for n in ENDPOINT_VARIABLES if _env(env, n))
 
 
 def _env(env: Mapping[str, str], *names: str) -> str:

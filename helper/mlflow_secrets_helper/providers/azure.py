@@ -34,6 +34,7 @@ from mlflow_secrets_helper.errors import (
     InvalidSecret,
     NotFound,
 )
+from mlflow_secrets_helper.netrules import is_loopback_url, no_proxies
 from mlflow_secrets_helper.providers.base import (
     DEFAULT_SEAMS,
     Fetched,
@@ -156,8 +157,9 @@ def _client_id(value: str) -> str | None:
 class AzureKeyVaultProvider:
     """Reads one secret (latest or a pinned version) from one Key Vault.
 
-    ``env`` is not read: ``DefaultAzureCredential`` reads its own variables from the
-    process environment when the secret is fetched.
+    ``env`` is read only for ``AZURE_AUTHORITY_HOST`` (a loopback authority is reached
+    directly): ``DefaultAzureCredential`` reads its own variables from the process
+    environment when the secret is fetched.
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class AzureKeyVaultProvider:
         self.secret_version = _secret_version(settings.get("secret_version", ""))
         self.client_id = _client_id(settings.get("client_id", ""))
         self._seams = seams
+        self._direct_login = is_loopback_url(env.get("AZURE_AUTHORITY_HOST", "").strip())
 
     def __repr__(self) -> str:
         return f"AzureKeyVaultProvider({self.reference()!r})"
@@ -241,6 +244,8 @@ class AzureKeyVaultProvider:
         credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
         if self.client_id:
             credential_options["managed_identity_client_id"] = self.client_id
+        if self._direct_login:  # a loopback authority is contacted directly, never via a proxy
+            credential_options["proxies"] = no_proxies()
         with DefaultAzureCredential(**credential_options) as credential:
             factory = self._seams.client_factory or _secret_client
             client = factory(self.vault_url, credential)
@@ -451,7 +456,12 @@ def _secret_client(vault_url: str, credential: Any) -> Any:
     from azure.keyvault.secrets import SecretClient
 
     return SecretClient(
-        vault_url=vault_url, credential=credential, retry_total=0, logging_enable=False
+        vault_url=vault_url,
+        credential=credential,
+        retry_total=0,
+        logging_enable=False,
+        # a loopback vault (an emulator) is contacted directly, never through a proxy
+        proxies=no_proxies() if is_loopback_url(vault_url) else None,
     )
 
 

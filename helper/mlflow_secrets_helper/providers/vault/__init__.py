@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow_secrets_helper.errors import BackendDenied, ConfigError
+from mlflow_secrets_helper.netrules import is_loopback_url, require_tls_unless_loopback
 from mlflow_secrets_helper.providers.base import (
     DEFAULT_SEAMS,
     Fetched,
@@ -180,24 +181,12 @@ def _check_address(address: str | None) -> str:
     if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for ch in address):
         raise ConfigError("VAULT_ADDR contains whitespace, control or non-ASCII characters")
     address = address.rstrip("/")
-    if parts.scheme == "http" and not _is_loopback(address):
-        raise ConfigError(
-            f"VAULT_ADDR {address} is plain http; only a loopback address may skip TLS",
-            hints=["use https:// (a local Vault agent on 127.0.0.1 may use http://)"],
-        )
+    require_tls_unless_loopback(address, "VAULT_ADDR")
     return address
 
 
 def _is_loopback(address: str) -> bool:
-    host = urllib.parse.urlsplit(address).hostname or ""
-    if host == "localhost":
-        return True
-    import ipaddress  # only plain-http addresses get here
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_url(address)
 
 
 def _check_path(path: str | None, name: str) -> str:

@@ -26,6 +26,7 @@ from mlflow_secrets_helper.errors import (
     HelperError,
     NotFound,
 )
+from mlflow_secrets_helper.netrules import is_loopback_url
 from mlflow_secrets_helper.providers.base import Fetched, Seams, with_retries
 from mlflow_secrets_helper.secret import Secret
 
@@ -450,6 +451,9 @@ class VaultCalls:
         # hvac lets a given session's verify and cert win over its arguments: set both
         session.verify, session.cert = self._verify, self._cert or None
         session.hooks["response"].append(self._saw)
+        if is_loopback_url(self.settings.address):
+            # a loopback Vault (a local agent) is reached directly: no proxy, no netrc
+            session.trust_env = False
         self._session = session
 
     def _saw(self, response: Any, *args: Any, **kwargs: Any) -> None:
