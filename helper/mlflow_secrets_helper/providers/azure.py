@@ -41,6 +41,9 @@ from mlflow_secrets_helper.providers.base import (
     ProviderSpec,
     Retry,
     Seams,
+    Throttled,
+    bounded_requests_body,
+    retry_after_seconds,
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
@@ -368,7 +371,17 @@ class AzureKeyVaultProvider:
                     ],
                 )
             if status in (408, 429) or status >= 500:
-                return BackendUnavailable(f"Key Vault could not serve {secret} now ({code})")
+                message = f"Key Vault could not serve {secret} now ({code})"
+                response = getattr(error, "response", None)
+                headers = getattr(response, "headers", None) or {}
+                wait = (
+                    retry_after_seconds(headers.get("Retry-After"), self._seams.clock())
+                    if status in (429, 503)
+                    else None
+                )
+                if wait is not None:
+                    return Throttled(message, retry_after=wait)
+                return BackendUnavailable(message)
             return BackendDenied(f"Key Vault refused the request for {secret} ({code})")
         if isinstance(error, (ServiceRequestError, ServiceResponseError)):
             return BackendUnavailable(
@@ -448,8 +461,23 @@ def _secret_client(vault_url: str, credential: Any) -> Any:
     from azure.keyvault.secrets import SecretClient
 
     return SecretClient(
-        vault_url=vault_url, credential=credential, retry_total=0, logging_enable=False
+        vault_url=vault_url,
+        credential=credential,
+        retry_total=0,
+        logging_enable=False,
+        transport=_bounded_transport(f"Key Vault {vault_url}"),
     )
+
+
+def _bounded_transport(where: str) -> Any:
+    """azure-core's requests transport over a session whose response hook reads each answer
+    itself, at most :data:`~mlflow_secrets_helper.providers.base.MAX_ANSWER_BYTES` of it."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    transport = RequestsTransport()
+    transport.open()  # builds its session as azure-core configures it; the hook is added to it
+    transport.session.hooks["response"].append(bounded_requests_body(where))
+    return transport
 
 
 SPEC = ProviderSpec(
