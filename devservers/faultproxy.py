@@ -23,8 +23,9 @@ Actions: :func:`respond` (canned status, headers, body), :func:`aws_error`,
 then send the body one byte at a time), :func:`oversized` (a huge body, with or without
 ``Content-Length``), and :data:`FORWARD`.
 
-The proxy speaks HTTP/1.1 with keep-alive to the client and opens one upstream
-connection per request (``https`` upstreams take ``upstream_ssl_context``). It
+The proxy speaks HTTP/1.1 with keep-alive to the client (over TLS with
+``listen_ssl_context``) and opens one upstream connection per request (``https``
+upstreams take ``upstream_ssl_context``). It
 keeps the client's ``Host`` header, so SigV4 signatures still match.
 
 One module, longer than most, because the actions, the rules that choose them and the
@@ -433,6 +434,7 @@ class FaultProxy:
         *,
         upstream_ssl_context: ssl.SSLContext | None = None,
         upstream_timeout: float = 30.0,
+        listen_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = urlsplit(upstream)
         if self.upstream.scheme not in ("http", "https") or not self.upstream.hostname:
@@ -446,8 +448,14 @@ class FaultProxy:
         self._log: list[LoggedRequest] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
+        if listen_ssl_context is not None:
+            # clients speak TLS to the proxy (an SDK that only talks https)
+            self._server.socket = listen_ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if listen_ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

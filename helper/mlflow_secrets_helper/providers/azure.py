@@ -241,6 +241,10 @@ class AzureKeyVaultProvider:
         credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
         if self.client_id:
             credential_options["managed_identity_client_id"] = self.client_id
+        # the token endpoints' answers are size-limited like the vault's
+        credential_options["transport"] = _bounded_transport(
+            f"the Azure sign-in for {self.vault_url}"
+        )
         with DefaultAzureCredential(**credential_options) as credential:
             factory = self._seams.client_factory or _secret_client
             client = factory(self.vault_url, credential)
