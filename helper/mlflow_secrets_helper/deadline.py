@@ -12,10 +12,12 @@ swallows it, and :func:`guard` turns it into :class:`BackendUnavailable` at its 
 boundary (so stale-if-error still applies).
 
 Why a signal rather than a watchdog thread: only the main thread can be interrupted in
-a blocking call, and the read happens there for Vault and AWS. Nothing is written to the
-cache inside the guard (the entry is stored after the read returns) and the lock is
-released by the caller's ``with`` block as the exception unwinds, so an interrupted read
-leaves no half-written file and no held lock. Outside the main thread (or where
+a blocking call, and the read happens there for Vault and AWS. No entry is written to the
+cache inside the guard (it is stored after the read returns; a provider's note, such as
+Vault's mount, is written atomically and its temporary removed on any exception), and
+the lock is released by the caller's ``with`` block as the exception unwinds (the flock
+also ends with the process), so an interrupted read leaves no half-written file and no
+held lock. Outside the main thread (or where
 ``SIGALRM`` does not exist) the guard does nothing and the providers' own timeouts apply.
 
 The rule is in the man page (OPTIONS, ``--timeout``): a read ends at most

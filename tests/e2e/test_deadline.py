@@ -353,3 +353,47 @@ def test_retry_after_past_the_deadline_ends_at_once(backend: Backend) -> None:
     assert_unavailable(run, "Retry-After", "3600 s")
     assert backend.reads() == 1
     assert run.elapsed < 8.0  # it did not wait out the deadline either
+
+
+# --- point 4, token endpoints ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_azure_token_answer_is_refused_while_read(
+    azure_cloud: AzureCloud,
+    fault_proxy: FaultProxyFactory,
+    helper_env: dict[str, str],
+    chunked: bool,
+) -> None:
+    """The managed-identity endpoint answers 100 MiB: the sign-in stops at the limit."""
+    azure_cloud.kv.set_secret("mlflow-token", json.dumps({"token": TOKEN}))
+    proxy = fault_proxy(azure_cloud.mi.url)
+    proxy.add(oversized(HUGE, chunked=chunked), path=r"^/msi/token", times=None)
+    env = {
+        **helper_env,
+        **azure_cloud.env(),
+        "IDENTITY_ENDPOINT": f"{proxy.url}/msi/token",
+        "MLFLOW_SECRETS_AUTH_ENABLE": "azure-key-vault",
+        "MLFLOW_AZURE_KEY_VAULT_URL": azure_cloud.vault_url,
+        "MLFLOW_AZURE_SECRET_NAME": "mlflow-token",
+        "MLFLOW_SECRETS_ALLOWED_HOSTS": HOST,
+    }
+    run = get(env, timeout=10.0)
+    assert_unavailable(run, "ManagedIdentityCredential", "larger than 1 MiB")
+    assert proxy.count(path=r"^/msi/token") >= 1
+    # never held: holding it alone would take 100 MiB
+    assert run.max_rss_kib < 90 << 10, f"peak RSS {run.max_rss_kib >> 10} MiB"
+
+
+def test_an_oversized_vault_login_answer_is_refused_while_read(
+    vault_ns: VaultNamespace,
+    vault_proxy: FaultProxy,
+    vault_env: dict[str, str],
+) -> None:
+    env = {**vault_env, "MLFLOW_VAULT_AUTH_METHOD": "approle", "VAULT_ROLE_ID": "role-1"}
+    env["VAULT_SECRET_ID"] = "secret-id-1"
+    del env["VAULT_TOKEN"]
+    vault_proxy.add(oversized(HUGE, chunked=True), method="POST", path=r"/login$", times=None)
+    run = get({**env, "MLFLOW_SECRETS_STALE_GRACE_SEC": "0"}, timeout=10.0)
+    assert_unavailable(run, "larger than 1 MiB")
+    assert vault_proxy.count(method="POST", path=r"/login$") == 1

@@ -434,6 +434,7 @@ _NETWORK_WORDS = (
     "max retries exceeded",
     "connection aborted",
     "connection reset",
+    "sent an answer larger than",  # the size limit on a token endpoint's answer
 )
 
 
