@@ -74,7 +74,7 @@ def test_retry_after_replaces_the_jittered_pause() -> None:
         timed_out=timed_out,
     )
     assert result == "ok"
-    assert clock.pauses == [1.0]  # not the 0.125 s a jittered first pause would be
+    assert clock.pauses == [1.0]  # not the 0.125 s the jittered first pause would be
     assert calls == [10.0, 9.0]
 
 
@@ -110,6 +110,21 @@ def test_retry_after_that_just_fits_is_waited_and_never_beyond_the_deadline() ->
         )
     assert clock.pauses == [2.0]  # the second 2 s pause would end past the deadline
     assert clock.now <= 1000.0 + 3
+
+
+def test_a_retry_after_shorter_than_the_backoff_keeps_the_backoff() -> None:
+    """``Retry-After: 0`` (Key Vault sends it) must not make a hot loop."""
+    clock = FakeClock()
+    _calls, attempt = attempts_raising(
+        Throttled("503", retry_after=0.0), Throttled("503", retry_after=0.2)
+    )
+    with_retries(
+        attempt,  # type: ignore[arg-type]
+        deadline=clock.now + 10,
+        seams=clock.seams(),
+        timed_out=timed_out,
+    )
+    assert clock.pauses == [0.125, 0.25]
 
 
 def test_without_retry_after_the_jittered_backoff_is_unchanged() -> None:

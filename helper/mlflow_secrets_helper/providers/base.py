@@ -157,8 +157,8 @@ class Final(Exception):
 
 class Throttled(BackendUnavailable):
     """The backend asked us to wait (HTTP 429 or 503 with ``Retry-After``): the next
-    attempt starts ``retry_after`` seconds later, or not at all if that is past the
-    deadline. Same kind and exit status as :class:`BackendUnavailable`."""
+    attempt starts no sooner than ``retry_after`` seconds later, or not at all if that is
+    past the deadline. Same kind and exit status as :class:`BackendUnavailable`."""
 
     def __init__(self, message: str, *, retry_after: float, hints: Iterable[str] = ()) -> None:
         super().__init__(message, hints=tuple(hints))
@@ -252,9 +252,9 @@ def with_retries(
 
     ``attempt`` raises typed errors; a retryable one (``BackendUnavailable``) is tried
     again after a full-jitter exponential pause while attempts and time remain, unless
-    it is wrapped in :class:`Final`. A :class:`Throttled` error sets the pause to its
-    ``retry_after`` instead; when that pause would end past ``deadline`` it is raised at
-    once, saying so. No attempt or pause runs past ``deadline``: when time runs out,
+    it is wrapped in :class:`Final`. After a :class:`Throttled` error the pause is at least
+    its ``retry_after``; when that would end past ``deadline`` the error is raised at once,
+    saying so. No attempt or pause runs past ``deadline``: when time runs out,
     ``timed_out(attempts, last_error)`` builds the error raised.
     """
     if jitter is None:
@@ -279,16 +279,16 @@ def with_retries(
                 raise
             last = exc
         left = deadline - seams.monotonic()
+        pause = min(policy.cap, policy.base * 2 ** (made - 1)) * jitter()
         if isinstance(last, Throttled):
-            pause = last.retry_after
-            if pause + policy.min_attempt > left:
+            if last.retry_after + policy.min_attempt > left:
                 raise BackendUnavailable(
-                    f"{last.message}; it asked to be retried after {pause:g} s "
+                    f"{last.message}; it asked to be retried after {last.retry_after:g} s "
                     f"(Retry-After), past the {max(left, 0.0):.1f} s left before the timeout",
                     hints=["raise --timeout / MLFLOW_SECRETS_TIMEOUT_SEC, or try again later"],
                 ) from last
-        else:
-            pause = min(policy.cap, policy.base * 2 ** (made - 1)) * jitter()
-            if pause + policy.min_attempt > left:
-                raise timed_out(made, last) from last
+            # at least what the backend asked for; "Retry-After: 0" still gets the backoff
+            pause = max(pause, last.retry_after)
+        if pause + policy.min_attempt > left:
+            raise timed_out(made, last) from last
         seams.sleep(pause)
