@@ -4,9 +4,11 @@ Reads one secret with one ``GetSecretValue`` call per attempt, through boto3 imp
 only inside :meth:`AwsSecretsManagerProvider.fetch`. botocore makes exactly one attempt
 per call and this module retries transient failures itself with
 :func:`~mlflow_secrets_helper.providers.base.with_retries`, so no attempt or pause runs
-past the deadline. Errors are classified by AWS's error code and never copy AWS's
-message text. The settings, retries and exit statuses are described in the man page
-(AWS SECRETS MANAGER).
+past the deadline; a 429 or 503 ``Retry-After`` sets the least pause. Every answer is
+read by :func:`_bounded_send`, never past the size limit of
+:data:`~mlflow_secrets_helper.providers.base.MAX_ANSWER_BYTES`. Errors are classified by
+AWS's error code and never copy AWS's message text. The settings, retries and exit
+statuses are described in the man page (AWS SECRETS MANAGER).
 
 Seams: ``monotonic`` (the deadline), ``sleep`` and ``jitter`` (the pauses), and
 ``client_factory``: when set it is called as ``client_factory(session=, config=,

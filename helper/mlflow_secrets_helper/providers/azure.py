@@ -4,7 +4,9 @@ Reads one secret (latest or a pinned version) with the SDK's ``DefaultAzureCrede
 (interactive browser excluded) and ``SecretClient``, imported only inside
 :meth:`AzureKeyVaultProvider.fetch`. The read runs in a daemon thread so the deadline
 holds whatever the SDK does; transient Key Vault failures are retried by
-:func:`~mlflow_secrets_helper.providers.base.with_retries`, not by the SDK. A disabled,
+:func:`~mlflow_secrets_helper.providers.base.with_retries`, not by the SDK (a 429 or 503
+``Retry-After`` sets the least pause); the vault's and the token endpoints' answers are read
+through :func:`_bounded_transport`, never past the size limit. A disabled,
 expired or not-yet-valid secret is refused, and ``exp`` caps how long the value may be
 cached. SDK log records never reach the terminal. The settings, sign-in chain and exit
 statuses are described in the man page (AZURE KEY VAULT).

@@ -4,6 +4,8 @@ Each call builds an ``hvac.Client`` (or ``seams.client_factory``) whose timeout 
 left before the deadline, since hvac has no per-call timeout; every client shares one requests
 session. Every client argument is passed explicitly, so hvac never falls back to ``VAULT_ADDR``,
 ``VAULT_TOKEN``, ``~/.vault-token`` or the CA and client-certificate variables of the process.
+Every answer is read by the session's response hook, never past the size limit, and a 429 or
+503 ``Retry-After`` sets the least pause before the next attempt.
 Transient failures are retried by :func:`~mlflow_secrets_helper.providers.base.with_retries`;
 hvac's typed exceptions become the helper's errors here, and only here.
 
