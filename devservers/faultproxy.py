@@ -19,11 +19,13 @@ is forwarded unchanged. Example::
 Actions: :func:`respond` (canned status, headers, body), :func:`aws_error`,
 :func:`vault_error`, :func:`delay` (sleep, then forward or another action),
 :func:`drop` (close without answering, optionally with a TCP reset),
-:func:`truncate` (forward, then cut the body short and close), and
-:data:`FORWARD`.
+:func:`truncate` (forward, then cut the body short and close), :func:`drip` (forward,
+then send the body one byte at a time), :func:`oversized` (a huge body, with or without
+``Content-Length``), and :data:`FORWARD`.
 
-The proxy speaks HTTP/1.1 with keep-alive to the client and opens one upstream
-connection per request (``https`` upstreams take ``upstream_ssl_context``). It
+The proxy speaks HTTP/1.1 with keep-alive to the client (over TLS with
+``listen_ssl_context``) and opens one upstream connection per request (``https``
+upstreams take ``upstream_ssl_context``). It
 keeps the client's ``Host`` header, so SigV4 signatures still match.
 
 One module, longer than most, because the actions, the rules that choose them and the
@@ -59,7 +61,9 @@ __all__ = [
     "aws_target",
     "closed_port_url",
     "delay",
+    "drip",
     "drop",
+    "oversized",
     "respond",
     "truncate",
     "vault_error",
@@ -87,7 +91,7 @@ HOP_BY_HOP = frozenset(
 class Action:
     """What to do with a matched request. Build with the functions below."""
 
-    kind: str  # "respond" | "delay" | "drop" | "truncate" | "forward"
+    kind: str  # "respond" | "delay" | "drop" | "truncate" | "drip" | "oversized" | "forward"
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
@@ -95,6 +99,8 @@ class Action:
     then: Action | None = None
     reset: bool = False
     keep_bytes: int | None = None
+    size: int = 0
+    chunked: bool = False
 
     def describe(self) -> str:
         if self.kind == "respond":
@@ -153,6 +159,23 @@ def drop(*, reset: bool = False) -> Action:
     ``reset=True`` sends a TCP RST instead of a FIN (``ECONNRESET`` on the client).
     """
     return Action("drop", reset=reset)
+
+
+def drip(seconds_per_byte: float = 0.2) -> Action:
+    """Forward, then send the upstream status and headers at once and the body one byte
+    every ``seconds_per_byte``: a per-read socket timeout never fires."""
+    return Action("drip", seconds=seconds_per_byte)
+
+
+def oversized(
+    size: int, *, chunked: bool = False, content_type: str = "application/json"
+) -> Action:
+    """A 200 answer whose body is ``size`` bytes (``{"data": "xxx...``, never finished), sent
+    in 64 KiB pieces as it is made; ``chunked=True`` sends it with ``Transfer-Encoding:
+    chunked`` and no ``Content-Length``. The client's hang-up ends it early."""
+    return Action(
+        "oversized", size=size, chunked=chunked, headers=(("Content-Type", content_type),)
+    )
 
 
 def truncate(keep_bytes: int | None = None) -> Action:
@@ -287,9 +310,49 @@ class _Handler(BaseHTTPRequestHandler):
             keep = len(data) // 2 if action.keep_bytes is None else action.keep_bytes
             self._send(status, headers, data, send_bytes=min(keep, max(len(data) - 1, 0)))
             self._drop(reset=False)
+        elif action.kind == "drip":
+            status, headers, data = self._forward(body)
+            self._send(status, headers, data, send_bytes=0)
+            self._drip(data, action.seconds)
+        elif action.kind == "oversized":
+            self._oversized(action)
         else:
             status, headers, data = self._forward(body)
             self._send(status, headers, data)
+
+    def _drip(self, data: bytes, seconds: float) -> None:
+        try:
+            for i in range(len(data)):
+                time.sleep(seconds)
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    def _oversized(self, action: Action) -> None:
+        self.send_response_only(200)
+        for name, value in action.headers:
+            self.send_header(name, value)
+        if action.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(action.size))
+        self.end_headers()
+        piece = b"x" * (64 << 10)
+        sent = 0
+        try:
+            while sent < action.size:
+                part = b'{"data": "' if sent == 0 else piece[: min(len(piece), action.size - sent)]
+                if action.chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                else:
+                    self.wfile.write(part)
+                sent += len(part)
+            if action.chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         proxy = self.server.proxy
@@ -371,6 +434,7 @@ class FaultProxy:
         *,
         upstream_ssl_context: ssl.SSLContext | None = None,
         upstream_timeout: float = 30.0,
+        listen_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = urlsplit(upstream)
         if self.upstream.scheme not in ("http", "https") or not self.upstream.hostname:
@@ -384,8 +448,14 @@ class FaultProxy:
         self._log: list[LoggedRequest] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
+        if listen_ssl_context is not None:
+            # clients speak TLS to the proxy (an SDK that only talks https)
+            self._server.socket = listen_ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if listen_ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -231,9 +231,13 @@ class Resolver:
         raise not_found
 
     def _fetch(self, candidate: _Candidate, deadline: float) -> Answer:
-        fetched = candidate.provider.fetch(deadline)
+        from mlflow_secrets_helper import deadline as total  # only a backend read needs it
+
+        provider = candidate.provider
+        with total.guard(deadline, self._monotonic, provider.reference):
+            fetched = provider.fetch(deadline)
         credential = parse_secret(
-            fetched.value, candidate.route.auth_mode, reference=candidate.provider.reference()
+            fetched.value, candidate.route.auth_mode, reference=provider.reference()
         )
         credential.header_value()  # validates before anything is stored or printed
         entry = self._cache.put(

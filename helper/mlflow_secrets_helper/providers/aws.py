@@ -4,9 +4,11 @@ Reads one secret with one ``GetSecretValue`` call per attempt, through boto3 imp
 only inside :meth:`AwsSecretsManagerProvider.fetch`. botocore makes exactly one attempt
 per call and this module retries transient failures itself with
 :func:`~mlflow_secrets_helper.providers.base.with_retries`, so no attempt or pause runs
-past the deadline. Errors are classified by AWS's error code and never copy AWS's
-message text. The settings, retries and exit statuses are described in the man page
-(AWS SECRETS MANAGER).
+past the deadline; a 429 or 503 ``Retry-After`` sets the least pause. Every answer is
+read by :func:`_bounded_send`, never past the size limit of
+:data:`~mlflow_secrets_helper.providers.base.MAX_ANSWER_BYTES`. Errors are classified by
+AWS's error code and never copy AWS's message text. The settings, retries and exit
+statuses are described in the man page (AWS SECRETS MANAGER).
 
 Seams: ``monotonic`` (the deadline), ``sleep`` and ``jitter`` (the pauses), and
 ``client_factory``: when set it is called as ``client_factory(session=, config=,
@@ -22,8 +24,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlflow_secrets_helper import __version__
 from mlflow_secrets_helper.errors import (
@@ -37,12 +39,16 @@ from mlflow_secrets_helper.errors import (
 from mlflow_secrets_helper.netrules import is_loopback_url, require_tls_unless_loopback
 from mlflow_secrets_helper.providers.base import (
     DEFAULT_SEAMS,
+    READ_CHUNK,
     Fetched,
     Final,
     ProviderSpec,
     Retry,
     Seams,
+    Throttled,
+    read_bounded,
     require_sdk,
+    retry_after_seconds,
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
@@ -357,6 +363,9 @@ class AwsSecretsManagerProvider:
         client: SecretsManagerClient = factory(
             session=session, config=config, region_name=self._effective_region()
         )
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:  # a botocore client (a test's fake may not be one)
+            events.register("before-send.secrets-manager", _bounded_send(client))
         return client
 
     # ------------------------------------------------------------------- errors
@@ -417,9 +426,11 @@ class AwsSecretsManagerProvider:
                     hints=_denied_hints(code),
                 ), False
             if code in _TRANSIENT or status >= 500 or status == 429:
-                return BackendUnavailable(
-                    f"AWS Secrets Manager could not serve {what} ({code}) {tried}"
-                ), True
+                message = f"AWS Secrets Manager could not serve {what} ({code}) {tried}"
+                wait = _retry_after_of(exc, self._seams.clock()) if status in (429, 503) else None
+                if wait is not None:
+                    return Throttled(message, retry_after=wait), True
+                return BackendUnavailable(message), True
             if code in _BAD_REQUEST:
                 return ConfigError(
                     f"AWS Secrets Manager rejected the request for {what} ({code})",
@@ -507,6 +518,57 @@ def _status_of(exc: Exception) -> int:
             if isinstance(status, int):
                 return status
     return 0
+
+
+def _retry_after_of(exc: Exception, now: float) -> float | None:
+    """The seconds AWS's ``Retry-After`` header asks us to wait, if it sent one."""
+    response = getattr(exc, "response", None)
+    meta = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
+    headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
+    if not isinstance(headers, Mapping):
+        return None
+    return retry_after_seconds(headers.get("retry-after"), now)  # botocore lowercases them
+
+
+def _bounded_send(client: object) -> Callable[..., object]:
+    """A ``before-send`` handler that sends the request through the client's own HTTP
+    session (its proxies, TLS settings and timeouts) but reads at most
+    :data:`~mlflow_secrets_helper.providers.base.MAX_ANSWER_BYTES` of the answer.
+
+    botocore reads every non-streamed answer whole before any event after the send; a
+    ``before-send`` handler that returns a response is the SDK's way (the one its stubs
+    use) to take over the send. The endpoint is not public API; a test holds it to this.
+    """
+
+    def send(request: Any, **kwargs: object) -> object:
+        from botocore.awsrequest import AWSResponse
+
+        http_session = client._endpoint.http_session  # type: ignore[attr-defined]
+        request.stream_output = True  # botocore's session then leaves the body unread
+        response = http_session.send(request)
+        where = f"AWS Secrets Manager ({display_url(request.url)})"
+        try:
+            body = read_bounded(
+                response.raw.stream(READ_CHUNK), response.headers.get("content-length"), where
+            )
+        except BaseException:
+            response.raw.close()  # the rest of the body is never read: the connection goes
+            raise
+        finally:
+            response.raw.release_conn()
+        return AWSResponse(response.url, response.status_code, response.headers, _Read(body))
+
+    return send
+
+
+class _Read:
+    """A body already read, in the shape botocore reads ``AWSResponse.raw``."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, *args: object, **kwargs: object) -> Iterator[bytes]:
+        yield self._body
 
 
 def _message_of(exc: Exception) -> str:

@@ -4,7 +4,9 @@ Reads one secret (latest or a pinned version) with the SDK's ``DefaultAzureCrede
 (interactive browser excluded) and ``SecretClient``, imported only inside
 :meth:`AzureKeyVaultProvider.fetch`. The read runs in a daemon thread so the deadline
 holds whatever the SDK does; transient Key Vault failures are retried by
-:func:`~mlflow_secrets_helper.providers.base.with_retries`, not by the SDK. A disabled,
+:func:`~mlflow_secrets_helper.providers.base.with_retries`, not by the SDK (a 429 or 503
+``Retry-After`` sets the least pause); the vault's and the token endpoints' answers are read
+through :func:`_bounded_transport`, never past the size limit. A disabled,
 expired or not-yet-valid secret is refused, and ``exp`` caps how long the value may be
 cached. SDK log records never reach the terminal. The settings, sign-in chain and exit
 statuses are described in the man page (AZURE KEY VAULT).
@@ -42,7 +44,10 @@ from mlflow_secrets_helper.providers.base import (
     ProviderSpec,
     Retry,
     Seams,
+    Throttled,
+    bounded_requests_body,
     require_sdk,
+    retry_after_seconds,
     with_retries,
 )
 from mlflow_secrets_helper.secret import Secret
@@ -246,6 +251,10 @@ class AzureKeyVaultProvider:
             credential_options["managed_identity_client_id"] = self.client_id
         if self._direct_login:  # a loopback authority is contacted directly, never via a proxy
             credential_options["proxies"] = no_proxies()
+        # the token endpoints' answers are size-limited like the vault's
+        credential_options["transport"] = _bounded_transport(
+            f"the Azure sign-in for {self.vault_url}"
+        )
         with DefaultAzureCredential(**credential_options) as credential:
             factory = self._seams.client_factory or _secret_client
             client = factory(self.vault_url, credential)
@@ -376,7 +385,17 @@ class AzureKeyVaultProvider:
                     ],
                 )
             if status in (408, 429) or status >= 500:
-                return BackendUnavailable(f"Key Vault could not serve {secret} now ({code})")
+                message = f"Key Vault could not serve {secret} now ({code})"
+                response = getattr(error, "response", None)
+                headers = getattr(response, "headers", None) or {}
+                wait = (
+                    retry_after_seconds(headers.get("Retry-After"), self._seams.clock())
+                    if status in (429, 503)
+                    else None
+                )
+                if wait is not None:
+                    return Throttled(message, retry_after=wait)
+                return BackendUnavailable(message)
             return BackendDenied(f"Key Vault refused the request for {secret} ({code})")
         if isinstance(error, (ServiceRequestError, ServiceResponseError)):
             return BackendUnavailable(
@@ -425,6 +444,7 @@ _NETWORK_WORDS = (
     "max retries exceeded",
     "connection aborted",
     "connection reset",
+    "sent an answer larger than",  # the size limit on a token endpoint's answer
 )
 
 
@@ -462,7 +482,19 @@ def _secret_client(vault_url: str, credential: Any) -> Any:
         logging_enable=False,
         # a loopback vault (an emulator) is contacted directly, never through a proxy
         proxies=no_proxies() if is_loopback_url(vault_url) else None,
+        transport=_bounded_transport(f"Key Vault {vault_url}"),
     )
+
+
+def _bounded_transport(where: str) -> Any:
+    """azure-core's requests transport over a session whose response hook reads each answer
+    itself, at most :data:`~mlflow_secrets_helper.providers.base.MAX_ANSWER_BYTES` of it."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    transport = RequestsTransport()
+    transport.open()  # builds its session as azure-core configures it; the hook is added to it
+    transport.session.hooks["response"].append(bounded_requests_body(where))
+    return transport
 
 
 SPEC = ProviderSpec(

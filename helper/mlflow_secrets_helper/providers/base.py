@@ -15,10 +15,10 @@ never prints and never puts a secret value in an error message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from mlflow_secrets_helper.errors import ConfigError, HelperError
+from mlflow_secrets_helper.errors import BackendUnavailable, ConfigError, HelperError
 from mlflow_secrets_helper.secret import Secret
 
 T = TypeVar("T")
@@ -188,6 +188,90 @@ class Final(Exception):
         self.error = error
 
 
+class Throttled(BackendUnavailable):
+    """The backend asked us to wait (HTTP 429 or 503 with ``Retry-After``): the next
+    attempt starts no sooner than ``retry_after`` seconds later, or not at all if that is
+    past the deadline. Same kind and exit status as :class:`BackendUnavailable`."""
+
+    def __init__(self, message: str, *, retry_after: float, hints: Iterable[str] = ()) -> None:
+        super().__init__(message, hints=tuple(hints))
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: object, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 10.2.3): delta-seconds or an
+    HTTP-date (``now`` is the wall clock, unix time); None when absent or not valid."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(int(text))
+    from email.utils import parsedate_to_datetime  # only a throttled answer needs it
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
+    return max(when.timestamp() - now, 0.0)
+
+
+#: the most any single backend answer (a secret, an error, a login or token answer) may be;
+#: a secret is at most 64 KiB in AWS and 25 KiB in Azure, a header far less
+MAX_ANSWER_BYTES = 1 << 20
+#: how much of an answer is read at a time while its size is checked
+READ_CHUNK = 64 << 10
+
+
+def too_large(where: str) -> Final:
+    """The error for an answer over :data:`MAX_ANSWER_BYTES`: exit 4, not retried (the
+    backend would send the same again); a stale entry may still be served."""
+    return Final(
+        BackendUnavailable(
+            f"{where} sent an answer larger than {MAX_ANSWER_BYTES >> 20} MiB; "
+            "it was not read further",
+            hints=["check that the address points at the backend and not at something else"],
+        )
+    )
+
+
+def read_bounded(chunks: Iterable[bytes], declared: object, where: str) -> bytes:
+    """The body from ``chunks``, stopping (with :func:`too_large`) as soon as it, or the
+    declared ``Content-Length``, is over :data:`MAX_ANSWER_BYTES`."""
+    length = declared.strip() if isinstance(declared, str) else ""
+    if length.isascii() and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise too_large(where)
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise too_large(where)
+    return bytes(body)
+
+
+def bounded_requests_body(where: str) -> Callable[..., None]:
+    """A requests ``response`` hook that reads the body itself, at most
+    :data:`MAX_ANSWER_BYTES` of it (decoded). requests runs response hooks before it
+    reads the body of a non-streamed request, so nothing larger is ever held."""
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            body = read_bounded(
+                response.iter_content(READ_CHUNK), response.headers.get("Content-Length"), where
+            )
+        except Final:
+            response.close()
+            raise
+        # what requests itself does once it has read a body (requests has no public setter)
+        response._content = body
+        response._content_consumed = True
+
+    return hook
+
+
 def with_retries(
     attempt: Callable[[float], T],
     *,
@@ -201,8 +285,10 @@ def with_retries(
 
     ``attempt`` raises typed errors; a retryable one (``BackendUnavailable``) is tried
     again after a full-jitter exponential pause while attempts and time remain, unless
-    it is wrapped in :class:`Final`. No attempt or pause runs past ``deadline``: when
-    time runs out, ``timed_out(attempts, last_error)`` builds the error raised.
+    it is wrapped in :class:`Final`. After a :class:`Throttled` error the pause is at least
+    its ``retry_after``; when that would end past ``deadline`` the error is raised at once,
+    saying so. No attempt or pause runs past ``deadline``: when time runs out,
+    ``timed_out(attempts, last_error)`` builds the error raised.
     """
     if jitter is None:
         jitter = seams.jitter
@@ -225,7 +311,17 @@ def with_retries(
             if not exc.retryable or made >= policy.attempts:
                 raise
             last = exc
+        left = deadline - seams.monotonic()
         pause = min(policy.cap, policy.base * 2 ** (made - 1)) * jitter()
-        if pause + policy.min_attempt > deadline - seams.monotonic():
+        if isinstance(last, Throttled):
+            if last.retry_after + policy.min_attempt > left:
+                raise BackendUnavailable(
+                    f"{last.message}; it asked to be retried after {last.retry_after:g} s "
+                    f"(Retry-After), past the {max(left, 0.0):.1f} s left before the timeout",
+                    hints=["raise --timeout / MLFLOW_SECRETS_TIMEOUT_SEC, or try again later"],
+                ) from last
+            # at least what the backend asked for; "Retry-After: 0" still gets the backoff
+            pause = max(pause, last.retry_after)
+        if pause + policy.min_attempt > left:
             raise timed_out(made, last) from last
         seams.sleep(pause)

@@ -4,6 +4,8 @@ Each call builds an ``hvac.Client`` (or ``seams.client_factory``) whose timeout 
 left before the deadline, since hvac has no per-call timeout; every client shares one requests
 session. Every client argument is passed explicitly, so hvac never falls back to ``VAULT_ADDR``,
 ``VAULT_TOKEN``, ``~/.vault-token`` or the CA and client-certificate variables of the process.
+Every answer is read by the session's response hook, never past the size limit, and a 429 or
+503 ``Retry-After`` sets the least pause before the next attempt.
 Transient failures are retried by :func:`~mlflow_secrets_helper.providers.base.with_retries`;
 hvac's typed exceptions become the helper's errors here, and only here.
 
@@ -27,7 +29,14 @@ from mlflow_secrets_helper.errors import (
     NotFound,
 )
 from mlflow_secrets_helper.netrules import is_loopback_url
-from mlflow_secrets_helper.providers.base import Fetched, Seams, with_retries
+from mlflow_secrets_helper.providers.base import (
+    Fetched,
+    Seams,
+    Throttled,
+    bounded_requests_body,
+    retry_after_seconds,
+    with_retries,
+)
 from mlflow_secrets_helper.secret import Secret
 
 if TYPE_CHECKING:
@@ -115,6 +124,8 @@ class VaultCalls:
         self._cert: tuple[str, str] | tuple[()] = ()
         #: the status of the last answer (hvac's UnexpectedError does not carry it)
         self._status = 0
+        #: the Retry-After header of the last answer, if it had one
+        self._retry_after: str | None = None
 
     # -- logins ---------------------------------------------------------------------------
     def static_token(self) -> Login:
@@ -371,7 +382,7 @@ class VaultCalls:
                 session=self._session,
                 allow_redirects=False,
             )
-            self._status = 0
+            self._status, self._retry_after = 0, None
             try:
                 with warnings.catch_warnings():
                     # VAULT_SKIP_VERIFY: our own one-line warning replaces urllib3's
@@ -409,7 +420,15 @@ class VaultCalls:
                     status >= 500 or status == 412
                 )
                 if isinstance(exc, transient) or unexpected:
-                    raise _retry(f"{where} answered HTTP {status} ({self._says(exc)})") from None
+                    message = f"{where} answered HTTP {status} ({self._says(exc)})"
+                    wait = (
+                        retry_after_seconds(self._retry_after, self._seams.clock())
+                        if status in (429, 503)
+                        else None
+                    )
+                    if wait is not None:
+                        raise Throttled(message, retry_after=wait, hints=[_TIMEOUT_HINT]) from None
+                    raise _retry(message) from None
                 raise
             if isinstance(answer, dict):
                 return answer
@@ -450,7 +469,10 @@ class VaultCalls:
         session = requests.Session()
         # hvac lets a given session's verify and cert win over its arguments: set both
         session.verify, session.cert = self._verify, self._cert or None
-        session.hooks["response"].append(self._saw)
+        # every answer (logins included) is read by this hook, never more than the limit
+        session.hooks["response"].extend(
+            [self._saw, bounded_requests_body(f"Vault at {self.settings.address}")]
+        )
         if is_loopback_url(self.settings.address):
             # a loopback Vault (a local agent) is reached directly: no proxy, no netrc
             session.trust_env = False
@@ -458,6 +480,7 @@ class VaultCalls:
 
     def _saw(self, response: Any, *args: Any, **kwargs: Any) -> None:
         self._status = int(response.status_code)
+        self._retry_after = response.headers.get("Retry-After")
 
     def _tls_verify(self) -> bool | str:
         s = self.settings
