@@ -23,6 +23,7 @@ from mlflow_secrets_helper import config as config_module
 from mlflow_secrets_helper import providers, typos
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus, open_user_cache
 from mlflow_secrets_helper.config import Config, Route
+from mlflow_secrets_helper.deadline import guard as deadline_guard
 from mlflow_secrets_helper.diagnostics.info import policy_warnings, sdk_installed
 from mlflow_secrets_helper.diagnostics.probe import base_path, send_request, truthy
 from mlflow_secrets_helper.diagnostics.report import Check, Status, exit_status, render
@@ -182,7 +183,8 @@ def check_route(
 
     started = monotonic()
     try:
-        fetched = provider.fetch(started + config.timeout_sec)
+        with deadline_guard(started + config.timeout_sec, monotonic, provider.reference):
+            fetched = provider.fetch(started + config.timeout_sec)
     except NotFound as exc:
         if fallback:
             return [

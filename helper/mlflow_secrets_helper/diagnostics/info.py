@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mlflow_secrets_helper import __version__, providers, typos, userfiles
@@ -53,16 +52,18 @@ def sdk_installed(spec: ProviderSpec) -> bool:
 
 
 def credential_presence(env: Mapping[str, str]) -> dict[str, str]:
-    """Each credential variable as "set" or "not set"; the Vault token file as present/absent."""
+    """Each credential variable as "set" or "not set"; each credential file a provider reads
+    by itself (the Vault token file) as "present" or "absent"."""
     presence = {
         variable: "set" if env.get(variable) else "not set"
         for spec in providers.specs()
         for variable in spec.credential_variables
     }
-    # the one credential file a provider reads by itself; the spec has no field for files
-    home = env.get("HOME")
-    token_file = Path(home) / ".vault-token" if home else None
-    presence["~/.vault-token"] = "present" if token_file and token_file.is_file() else "absent"
+    home = env.get("HOME") or ""
+    for spec in providers.specs():
+        for name in spec.credential_files:
+            there = bool(home) and os.path.isfile(os.path.join(home, name))  # noqa: PTH113,PTH118
+            presence[f"~/{name}"] = "present" if there else "absent"
     return presence
 
 

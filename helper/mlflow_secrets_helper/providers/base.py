@@ -117,6 +117,8 @@ class ProviderSpec(NamedTuple):
     location_variables: tuple[str, ...]
     #: build an instance: ``build(settings, env, seams)``; loads no SDK
     build: Callable[[Mapping[str, str], Mapping[str, str], Seams], Provider]
+    #: login material it reads from files under HOME by itself (``info`` shows present/absent)
+    credential_files: tuple[str, ...] = ()
 
     def secret_variable(self) -> str:
         """The environment variable that names the secret."""

@@ -440,4 +440,5 @@ SPEC = ProviderSpec(
         "VAULT_SKIP_VERIFY",
     ),
     build=VaultProvider,
+    credential_files=(".vault-token",),
 )
