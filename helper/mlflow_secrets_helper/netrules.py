@@ -73,6 +73,8 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     the environment variable lookup, ``no_proxy`` handling and scheme selection of the
     library itself. Without requests, an ``all_proxy`` counts too (requests would use it).
     """
+    if not _any_proxy_configured(env):
+        return None  # nothing to ask: no library uses a proxy that is not configured
     saved = None if env is os.environ else dict(os.environ)
     if saved is not None:  # the libraries read os.environ: let ``env`` stand in for it
         os.environ.clear()
@@ -83,6 +85,22 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
         if saved is not None:
             os.environ.clear()
             os.environ.update(saved)
+
+
+def _any_proxy_configured(env: Mapping[str, str]) -> bool:
+    """Whether any proxy could apply: on Linux and the BSDs the HTTP libraries take proxies
+    from ``<scheme>_proxy`` variables only (any case, any non-empty value), so with none
+    set the answer is "direct" without importing a library (plain http to loopback is the
+    cache-hit path of a local MLflow server). macOS and Windows also have system proxy
+    settings: there the library is always asked."""
+    import sys
+
+    if sys.platform.startswith(("darwin", "win")):
+        return True
+    return any(
+        value and name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+        for name, value in env.items()
+    )
 
 
 def _ask(url: str) -> str | None:

@@ -138,8 +138,12 @@ def test_only_plain_http_to_loopback_loads_an_http_library() -> None:
         "p.check(parse_target('https://a.example.com'), {'HTTP_PROXY': 'http://p'})\n"
         "heavy = {'urllib.request', 'requests', 'http.client', 'socket'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
-        "p.check(parse_target('http://127.0.0.1:5000'), {})\n"
+        "p.check(parse_target('http://127.0.0.1:5000'), {'NO_PROXY': '*', 'no_proxy': 'x'})\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+        "proxied = {'HTTP_PROXY': 'http://p', 'no_proxy': '*'}\n"
+        "p.check(parse_target('http://127.0.0.1:5000'), proxied)\n"
         "print('urllib.request' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["[]", "True"]
+    # no proxy configured (no_proxy alone configures none): direct, without asking a library
+    assert out.stdout.split() == ["[]", "[]", "True"]
