@@ -6,8 +6,6 @@ is named here. The rules — precedence, routes, the file's keys and permissions
 ENVIRONMENT and CONFIGURATION FILE sections of the man page.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 

@@ -27,23 +27,40 @@ def is_loopback_host(host: str) -> bool:
         name = name[:-1]
     if name == "localhost":
         return True
-    import ipaddress  # only hosts that are not the name localhost get here
+    if ":" not in name:  # IPv4 in plain dotted-decimal form only, as the input parser
+        parts = name.split(".")
+        return (
+            len(parts) == 4
+            and parts[0] == "127"
+            and all(p.isdigit() and p.isascii() and int(p) <= 255 for p in parts)
+        )
+    import ipaddress  # only IPv6 hosts get here
 
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.IPv6Address(name).is_loopback
     except ValueError:
         return False
 
 
 def is_loopback_url(url: str) -> bool:
-    """Whether an absolute URL names a loopback host."""
-    import urllib.parse
-
-    try:
-        host = urllib.parse.urlsplit(url).hostname
-    except ValueError:
+    """Whether an absolute ``scheme://host[:port]/...`` URL names a loopback host. Anything
+    it cannot read is not loopback (so TLS is required and proxies apply: the safe side)."""
+    _, sep, rest = url.partition("://")
+    if not sep:
         return False
-    return bool(host) and is_loopback_host(host or "")
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end]
+    if "@" in authority:
+        return False  # a URL with user info is refused elsewhere; it is never "loopback"
+    if authority.startswith("["):
+        host, bracket, _ = authority[1:].partition("]")
+        return bool(bracket) and is_loopback_host(host)
+    host = authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+    return bool(host) and ":" not in host and is_loopback_host(host)
 
 
 def require_tls_unless_loopback(url: str, variable: str) -> None:

@@ -12,8 +12,6 @@ Finer points the man page does not spell out yet: entries are stripped of whites
 asked of the HTTP library (:mod:`mlflow_secrets_helper.netrules`), never read here.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -66,7 +64,7 @@ class HostPattern(NamedTuple):
         return self.text
 
     @classmethod
-    def parse(cls, text: str) -> HostPattern:
+    def parse(cls, text: str) -> "HostPattern":
         """Parse one entry; raises :class:`ConfigError` naming it."""
         try:
             return cls._parse(text)
@@ -74,7 +72,7 @@ class HostPattern(NamedTuple):
             raise _bad(text, exc.message) from None
 
     @classmethod
-    def _parse(cls, text: str) -> HostPattern:
+    def _parse(cls, text: str) -> "HostPattern":
         if not text:
             raise _bad(text, "empty entry")
         lowered = text.lower()
@@ -234,7 +232,7 @@ class HostPolicy(NamedTuple):
     @classmethod
     def from_spec(
         cls, spec: str | Sequence[str] | None, *, source: str = ALLOWED_HOSTS_ENV
-    ) -> HostPolicy:
+    ) -> "HostPolicy":
         """``None`` (unset) is development mode; anything invalid raises ConfigError."""
         if spec is None:
             return cls((), development_mode=True, source=source)

@@ -7,8 +7,6 @@ INPUT section of the man page; ``tests/unit/test_protocol.py`` and
 ``tests/unit/test_fuzz_input.py`` hold the parser to them.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import select

@@ -10,8 +10,6 @@ The rules are in the man page: HOST POLICY, CONFIGURATION FILE (route order), CA
 and ACTIONS (erase); ``tests/unit/test_resolver.py`` holds the resolver to each of them.
 """
 
-from __future__ import annotations
-
 import enum
 import time
 from collections.abc import Callable, Mapping

@@ -17,8 +17,6 @@ can tell an entry written while the clock was ahead (see :func:`trustworthy`).
 Version 1 entries (no TTL) do not decode: they are misses, and are removed.
 """
 
-from __future__ import annotations
-
 import json
 import os
 from typing import NamedTuple
@@ -60,7 +58,7 @@ class Keys(NamedTuple):
     ids: bytes
 
     @classmethod
-    def derive(cls, master: bytes) -> Keys:
+    def derive(cls, master: bytes) -> "Keys":
         def sub(label: str) -> bytes:
             return hmac_sha256(master, b"mlflow-secrets-helper cache v1 " + label.encode())
 

@@ -6,8 +6,6 @@ raises for disk trouble and prints nothing: problems go to the ``warn`` callback
 once, and everything unusable on disk is a miss.
 """
 
-from __future__ import annotations
-
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -95,7 +93,7 @@ class Cache:
         runtime_dir: StrPath | None = None,
         clock: Callable[[], float] = time.time,
         warn: Callable[[str], None] = lambda message: None,
-    ) -> Cache:
+    ) -> "Cache":
         """Open (creating if needed) the cache in ``directory``.
 
         An unusable directory or key gives a disabled cache after one ``warn`` line:
@@ -293,7 +291,7 @@ class Cache:
             warnings=self._warnings,
         )
 
-    def memory(self) -> Memory:
+    def memory(self) -> "Memory":
         """Encrypted notes for providers (see :mod:`.memory`); forgets all when disabled."""
         from mlflow_secrets_helper.cache.memory import CacheMemory
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from mlflow_secrets_helper.errors import (
     BackendDenied,
@@ -97,6 +96,8 @@ def vault_url_from(value: str) -> str:
                 ],
             )
         return f"https://{name}{PUBLIC_CLOUD_SUFFIX}"
+    from urllib.parse import urlsplit  # only when Azure is configured
+
     parts = urlsplit(text)
     if parts.scheme.lower() != "https":
         raise ConfigError(

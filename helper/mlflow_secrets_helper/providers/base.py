@@ -12,8 +12,6 @@ no SDK. Providers raise the typed errors of :mod:`mlflow_secrets_helper.errors`:
 never prints and never puts a secret value in an error message.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar

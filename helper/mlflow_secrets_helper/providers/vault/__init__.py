@@ -9,10 +9,7 @@ logins, TLS, what is retried) are documented in the man page, section HASHICORP 
 OPENBAO.
 """
 
-from __future__ import annotations
-
 import json
-import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -166,23 +163,43 @@ def _check_address(address: str | None) -> str:
         raise ConfigError(
             "VAULT_ADDR is not set", hints=["set VAULT_ADDR, e.g. https://vault.example.com:8200"]
         )
-    try:
-        parts = urllib.parse.urlsplit(address)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ConfigError(f"VAULT_ADDR {address[:200]!r} is not a valid URL") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for ch in address):
+        raise ConfigError("VAULT_ADDR contains whitespace, control or non-ASCII characters")
+    scheme, host, port, extra = _split_address(address)
+    if scheme not in ("https", "http") or not host:
         raise ConfigError(
             f"VAULT_ADDR {address[:200]!r} must be an https:// URL",
             hints=["e.g. https://vault.example.com:8200"],
         )
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+    if extra:
         raise ConfigError("VAULT_ADDR must not carry a user, query or fragment")
-    if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for ch in address):
-        raise ConfigError("VAULT_ADDR contains whitespace, control or non-ASCII characters")
+    if port is not None and not (port.isdigit() and int(port) <= 65535):
+        raise ConfigError(f"VAULT_ADDR {address[:200]!r} is not a valid URL")
     address = address.rstrip("/")
     require_tls_unless_loopback(address, "VAULT_ADDR")
     return address
+
+
+def _split_address(address: str) -> tuple[str, str, str | None, bool]:
+    """(scheme, host, port text or None, has user info, query or fragment) of a URL: the
+    parts VAULT_ADDR may have, read without urllib (this runs on every cache hit)."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return "", "", None, False
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    authority, tail = rest[:end], rest[end:]
+    extra = "@" in authority or "?" in tail or "#" in tail
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return scheme.lower(), "", None, extra
+        return scheme.lower(), host, after[1:] or None, extra
+    host, colon, port = authority.rpartition("@")[2].partition(":")
+    return scheme.lower(), host, (port or None) if colon else None, extra
 
 
 def _is_loopback(address: str) -> bool:
@@ -285,7 +302,7 @@ class VaultProvider:
             raise self._denied(rejected, login) from None
 
     # -- where the secret is -------------------------------------------------------------
-    def _read(self, login: Login, deadline: float) -> Fetched:
+    def _read(self, login: "Login", deadline: float) -> Fetched:
         from mlflow_secrets_helper.providers.vault.client import Absent, TokenRejected
 
         location = self._locate(login, deadline)
@@ -308,7 +325,7 @@ class VaultProvider:
             raise failure
         return self._calls().read(found, login, deadline)
 
-    def _locate(self, login: Login, deadline: float) -> Location:
+    def _locate(self, login: "Login", deadline: float) -> "Location":
         """Where the secret is: as configured, else as remembered, else as Vault says."""
         from mlflow_secrets_helper.providers.vault.client import Location
 
@@ -322,7 +339,7 @@ class VaultProvider:
                 self._location = recalled or self._discover(login, deadline)
         return self._location
 
-    def _discover(self, login: Login, deadline: float) -> Location:
+    def _discover(self, login: "Login", deadline: float) -> "Location":
         from mlflow_secrets_helper.providers.vault.client import Location
 
         mount, kv_version = self._calls().discover(login, deadline)
@@ -341,14 +358,14 @@ class VaultProvider:
         self._seams.memory.remember(self._memory_key(), note, LOCATION_MEMORY_SEC)
 
     # -- login ----------------------------------------------------------------------------
-    def _calls(self) -> VaultCalls:
+    def _calls(self) -> "VaultCalls":
         from mlflow_secrets_helper.providers.vault.client import VaultCalls
 
         if self._vault is None:
             self._vault = VaultCalls(self.settings, self._env, self._seams)
         return self._vault
 
-    def _current_login(self, deadline: float) -> tuple[Login, bool]:
+    def _current_login(self, deadline: float) -> "tuple[Login, bool]":
         """The login to use and whether it was made just now."""
         login = self._login
         if login is not None and (
@@ -366,7 +383,7 @@ class VaultProvider:
         self._login = login if login.from_login else None
         return login, True
 
-    def _denied(self, rejected: TokenRejected, login: Login) -> BackendDenied:
+    def _denied(self, rejected: "TokenRejected", login: "Login") -> BackendDenied:
         from mlflow_secrets_helper.providers.vault.client import login_hints
 
         s = self.settings
@@ -388,7 +405,7 @@ class VaultProvider:
         )
 
 
-def location_from_note(note: str | None, s: VaultSettings) -> Location | None:
+def location_from_note(note: str | None, s: VaultSettings) -> "Location | None":
     """The location in a remembered note, or None when there is none or it no longer fits
     the settings (then Vault is asked, as if nothing had been remembered)."""
     from mlflow_secrets_helper.providers.vault.client import Location
