@@ -6,7 +6,8 @@ helper conventions, and the :class:`Reporter` that writes one escaped line per
 diagnostic on stderr; :mod:`.output` formats the answer and :mod:`.usage` holds the
 help texts. stdout carries the answer and nothing else, written
 once, whole, at the end. The rules are the SYNOPSIS, OPTIONS, ACTIONS, OUTPUT and
-EXIT STATUS sections of the man page.
+EXIT STATUS sections of the man page. (A little past 400 lines: git's conventions for
+hosts it does not serve live beside the actions they change.)
 """
 
 from __future__ import annotations

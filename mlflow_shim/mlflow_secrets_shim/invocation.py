@@ -7,6 +7,8 @@ and the child runs in its own process group so a timeout kills everything it sta
 stdout is kept in a :class:`Sealed` box from the moment it is read, and the parser returns
 its verdict instead of raising where the plain answer is in scope, so no frame of a
 traceback (which crash reporters record with its local variables) holds a credential.
+(A little past 400 lines: the process handling and the answer's validation are one job,
+running the helper and trusting nothing it prints.)
 """
 
 from __future__ import annotations

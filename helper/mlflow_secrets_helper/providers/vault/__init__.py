@@ -7,6 +7,10 @@ in ``seams.memory`` for an hour, else the one Vault reports. Its calls to Vault 
 and the mapping of hvac's errors live in :mod:`.client`. The rules the user sees (paths,
 logins, TLS, what is retried) are documented in the man page, section HASHICORP VAULT AND
 OPENBAO.
+
+It runs past 400 lines because the settings' validation (every VAULT_* and MLFLOW_VAULT_*
+rule, with its message) stays with the provider that reads them; it is on the cache-hit
+path, so it is not split into a second module that every call would load.
 """
 
 import json
