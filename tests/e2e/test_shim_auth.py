@@ -90,6 +90,10 @@ def test_default_port_is_left_out_of_the_helper_input() -> None:
         b"protocol=https\nhost=mlflow.example.com\n\n"
     )
     assert Origin.of("http://[::1]:5000/x").netloc == "[::1]:5000"
+    # plain http keeps a trailing dot, so the helper can refuse that spelling (HOST POLICY)
+    assert Origin.of("http://localhost.:5000/").helper_input() == (
+        b"protocol=http\nhost=localhost.:5000\n\n"
+    )
     assert Origin.of("http://127.0.0.1:80/").helper_input(credential_id="c") == (
         b"protocol=http\nhost=127.0.0.1\ncredential_id=c\n\n"
     )
