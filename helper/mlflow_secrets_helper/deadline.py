@@ -59,6 +59,9 @@ def guard(
         raise Expired(token)
 
     previous = signal.signal(signal.SIGALRM, expire)
+    # a timer someone else armed (a test runner's timeout) is put back afterwards
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = monotonic()
     try:
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
@@ -75,3 +78,5 @@ def guard(
         ) from None
     finally:
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (monotonic() - started), 0.001))
