@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-#: every variable that starts with one of these is ours
-PREFIXES = ("MLFLOW_SECRETS_", "MLFLOW_VAULT_", "MLFLOW_AWS_", "MLFLOW_AZURE_")
+#: every variable that starts with this, or with a provider's own prefix, is ours
+CORE_PREFIX = "MLFLOW_SECRETS_"
 #: ours too, although it has no prefix of its own
 SINGLE_NAMES = ("MLFLOW_AUTH_HEADER_NAME",)
 
@@ -34,11 +34,17 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 def unknown_variables(env: Mapping[str, str], known: frozenset[str]) -> list[str]:
     """The project's variables set in ``env`` that the helper does not know, sorted."""
+    ours = prefixes()
     return sorted(
-        name
-        for name in env
-        if name not in known and (name.startswith(PREFIXES) or _near_single(name))
+        name for name in env if name not in known and (name.startswith(ours) or _near_single(name))
     )
+
+
+def prefixes() -> tuple[str, ...]:
+    """``MLFLOW_SECRETS_`` and each provider's own prefix, from the specs."""
+    from mlflow_secrets_helper import providers
+
+    return (CORE_PREFIX, *(f"{spec.env_prefix}_" for spec in providers.specs()))
 
 
 def _near_single(name: str) -> bool:
