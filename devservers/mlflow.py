@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from devservers.net import ServerError, free_port, http_json
-from devservers.process import PortTaken, Process
+from devservers.process import Managed, PortTaken, Process
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-0001"  # MLflow 3 wants passwords of 12+ characters
@@ -69,7 +69,7 @@ def clean_env() -> dict[str, str]:
     }
 
 
-class MlflowServer:
+class MlflowServer(Managed):
     """``mlflow server --app-name basic-auth`` on a free loopback port.
 
     ``directory``: an empty directory for its stores, config and log. ``env``: the
@@ -188,16 +188,6 @@ class MlflowServer:
 
     def stop(self) -> None:
         self.process.stop(grace=20)
-
-    def __enter__(self) -> MlflowServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- admin API ---------------------------------------------------------------
     def admin_call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:

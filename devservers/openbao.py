@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devservers.net import LoopbackCA, ServerError, free_port, http_json
-from devservers.process import PortTaken, Process, StartError
+from devservers.process import Managed, PortTaken, Process, StartError
 
 if TYPE_CHECKING:
     from devservers.kubernetes import K8sTokenReview
@@ -85,7 +85,7 @@ def _listener(port: int, tls: str = "  tls_disable     = true\n") -> str:
     )
 
 
-class Bao:
+class Bao(Managed):
     """A running OpenBao dev server and an admin client for it (root token).
 
     ``directory``: an empty directory for its HOME, config and log. ``tls``: also serve
@@ -218,16 +218,6 @@ class Bao:
 
     def stop(self) -> None:
         self.process.stop(grace=5)
-
-    def __enter__(self) -> Bao:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- raw API -------------------------------------------------------------
     def api(

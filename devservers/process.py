@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 #: the signals held back while a child is being started with ``die_with_parent``
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -156,3 +156,27 @@ class Process:
             proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+_S = TypeVar("_S", bound="Managed")
+
+
+class Managed:
+    """A server used as a context manager: ``start()`` on entry (stopping what a failed
+    start left running), ``stop()`` on exit. Subclasses define both."""
+
+    def start(self: _S) -> _S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

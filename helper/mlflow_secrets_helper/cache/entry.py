@@ -96,6 +96,22 @@ def unseal(keys: Keys, magic: bytes, associated_data: bytes, data: bytes) -> byt
         return None
 
 
+def open_record(
+    keys: Keys, magic: bytes, associated_data: bytes, data: bytes, version: int
+) -> dict[str, object] | None:
+    """The JSON object sealed in ``data`` if it authenticates and has record ``version``."""
+    plaintext = unseal(keys, magic, associated_data, data)
+    if plaintext is None:
+        return None
+    try:
+        record = json.loads(plaintext)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or record.get("v") != version:
+        return None
+    return record
+
+
 def key_id_of(data: bytes, magic: bytes = MAGIC) -> bytes | None:
     """Which key sealed ``data`` (its first HEADER_LEN bytes suffice), or None."""
     if len(data) < HEADER_LEN or not data.startswith(magic):
@@ -229,14 +245,8 @@ def encode(keys: Keys, associated_data: bytes, entry: Entry, nonce: bytes) -> by
 
 def decode(keys: Keys, associated_data: bytes, data: bytes) -> Entry | None:
     """The entry sealed in ``data`` for this identity, or None for anything else."""
-    plaintext = unseal(keys, MAGIC, associated_data, data)
-    if plaintext is None:
-        return None
-    try:
-        record = json.loads(plaintext)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict) or record.get("v") != ENTRY_VERSION:
+    record = open_record(keys, MAGIC, associated_data, data, ENTRY_VERSION)
+    if record is None:
         return None
     fields = record.get("credential")
     ttl = number(record.get("ttl"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from mlflow_secrets_helper.cache.entry import FORMAT_VERSION, Keys, number, seal, unseal
+from mlflow_secrets_helper.cache.entry import FORMAT_VERSION, Keys, number, open_record, seal
 
 NOTE_MAGIC = b"MSHNOTES"
 MAX_NOTE_BYTES = 4096
@@ -53,14 +53,8 @@ def decode(keys: Keys, key: str, data: bytes, *, now: float) -> str | None:
     An expired note, one dated in the future (a clock set back, or a planted file),
     or one that does not open for this key is a miss.
     """
-    plaintext = unseal(keys, NOTE_MAGIC, associated_data(key), data)
-    if plaintext is None:
-        return None
-    try:
-        record = json.loads(plaintext)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict) or record.get("v") != FORMAT_VERSION:
+    record = open_record(keys, NOTE_MAGIC, associated_data(key), data, FORMAT_VERSION)
+    if record is None:
         return None
     note = record.get("note")
     stored_at = number(record.get("stored_at"))
