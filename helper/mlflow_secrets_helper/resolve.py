@@ -243,7 +243,12 @@ class Resolver:
             credential,
             ttl=candidate.route.ttl_sec,
             backend_expires_at=fetched.expires_at,
+            store=not fetched.local,
         )
+        if fetched.local:
+            # Never cached: the caller asks again when the provider said to re-read.
+            again = fetched.expires_at if fetched.expires_at is not None else self._clock()
+            entry = entry._replace(expires_at=again, refresh_after=again)
         return self._answer(candidate, entry, "backend")
 
     def _stale(self, candidate: _Candidate, failure: BackendUnavailable) -> Answer | None:

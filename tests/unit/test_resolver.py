@@ -30,6 +30,7 @@ from mlflow_secrets_helper.errors import (
 )
 from mlflow_secrets_helper.policy import HostPolicy, parse_patterns
 from mlflow_secrets_helper.protocol import Target
+from mlflow_secrets_helper.providers.base import Fetched, use_until
 from mlflow_secrets_helper.resolve import STALE_RETRY_SEC, Answer, EraseResult, Resolver
 from mlflow_secrets_helper.secret import Bearer, Secret
 from tests.unit.fake_provider import FakeProvider, Scripted, factory
@@ -278,6 +279,28 @@ def test_the_backend_expiry_caps_the_entry(world: World) -> None:
     assert resolver.get(HOST).expires_at == T0 + 30
     world.clock.at(30)
     assert resolver.get(HOST).source == "backend"
+
+
+def test_a_local_copy_is_never_cached_and_is_read_again_when_it_says(world: World) -> None:
+    local = Fetched(Secret("tok-file-1"), T0 + 10.0, local=True)
+    world.fakes["a"].answer(local, Fetched(Secret("tok-file-2"), T0 + 20.0, local=True))
+    first = world.resolver().get(HOST)
+    assert (value(first), first.source) == ("Bearer tok-file-1", "backend")
+    assert (first.expires_at, first.refresh_after) == (T0 + 10.0, T0 + 10.0)
+    assert first.credential_id.startswith("c1:")
+    assert world.cache.get(world.identity()) is None
+    assert not list(world.directory.glob("*.entry*"))
+    second = world.resolver().get(HOST)  # no cache hit: the provider is read again
+    assert value(second) == "Bearer tok-file-2"
+    assert world.fakes["a"].calls == 2
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "used_for"),
+    [(10.0, 9.0), (2.0, 1.8), (600.0, 540.0), (3600.0, 3540.0), (86400.0, 86340.0), (0.0, 0.0)],
+)
+def test_a_short_lived_token_is_used_for_most_of_its_life(lifetime: float, used_for: float) -> None:
+    assert use_until(T0 + lifetime, T0) == pytest.approx(T0 + used_for)
 
 
 def test_a_waiter_uses_what_the_lock_holder_fetched(world: World) -> None:

@@ -163,12 +163,14 @@ class Cache:
         *,
         ttl: float,
         backend_expires_at: float | None,
+        store: bool = True,
     ) -> Entry:
         """Build the entry for a freshly fetched credential and store it atomically.
 
         ``expires_at`` is ``min(now + ttl, backend_expires_at)``; ``refresh_after`` lies at a
-        random 75-90 % of that lifetime. With ``ttl <= 0``, an already expired backend
-        lifetime or a disabled cache nothing is written.
+        random 75-90 % of that lifetime. With ``store=False`` (a local copy such as a
+        mounted file), ``ttl <= 0``, an already expired backend lifetime or a disabled
+        cache, the entry (and its credential id) is built but nothing is written.
         """
         aad = identity.associated_data()
         now = self._clock()
@@ -181,7 +183,7 @@ class Cache:
             backend_expires_at=backend_expires_at,
             draw=entry.uniform(),
         )
-        if not self.enabled or ttl <= 0 or built.expires_at <= now:
+        if not store or not self.enabled or ttl <= 0 or built.expires_at <= now:
             return built
         data = entry.encode(self._keys, aad, built, os.urandom(12))
         self._write(self._keys.file_stem(aad) + ENTRY_SUFFIX, data)

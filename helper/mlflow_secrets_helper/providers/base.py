@@ -24,10 +24,28 @@ T = TypeVar("T")
 
 class Fetched(NamedTuple):
     """One read of a secret. ``expires_at`` is an absolute unix time after which the
-    backend says the value must not be used (a Vault lease, Azure's ``exp``), or None."""
+    backend says the value must not be used (a Vault lease, Azure's ``exp``, a token's
+    end less :func:`use_until`'s margin), or None. ``local`` marks a value that is
+    already a local copy (a mounted file): it is never written to the cache, and callers
+    are told to ask again at ``expires_at``."""
 
     value: Secret[str] | Secret[bytes]
     expires_at: float | None = None
+    local: bool = False
+
+
+#: a short-lived token is replaced this share of its lifetime before it ends ...
+EXPIRY_MARGIN_SHARE = 0.1
+#: ... but never more than this many seconds before (clock skew and the request's own time)
+EXPIRY_MARGIN_MAX_SEC = 60.0
+
+
+def use_until(expires_at: float, issued_at: float) -> float:
+    """Until when a token that ``issued_at`` was said to expire at ``expires_at`` is used:
+    its end less a tenth of its lifetime, at most 60 s. A 10 s token is used for 9 s, an
+    hour-long one until a minute before its end (man page, SHORT-LIVED TOKENS)."""
+    lifetime = max(expires_at - issued_at, 0.0)
+    return expires_at - min(EXPIRY_MARGIN_MAX_SEC, EXPIRY_MARGIN_SHARE * lifetime)
 
 
 class Memory(Protocol):
