@@ -36,6 +36,19 @@ CORE_VARIABLES = frozenset(
         "MLFLOW_AUTH_HEADER_NAME",
     }
 )
+#: OAuth client credentials (:mod:`mlflow_secrets_helper.oauth`): environment variable →
+#: route key. They apply to every route, and only when its secret holds an OAuth client;
+#: a variable overrides the same key in a route of the file.
+OIDC_PREFIX = "MLFLOW_OIDC_"
+OIDC_SETTINGS = (
+    ("MLFLOW_OIDC_ISSUER", "oidc_issuer"),
+    ("MLFLOW_OIDC_TOKEN_URL", "oidc_token_url"),
+    ("MLFLOW_OIDC_SCOPE", "oidc_scope"),
+    ("MLFLOW_OIDC_AUDIENCE", "oidc_audience"),
+    ("MLFLOW_OIDC_CA_BUNDLE", "oidc_ca_bundle"),
+    ("MLFLOW_OIDC_AUTH_METHOD", "oidc_auth_method"),
+)
+_OIDC_KEYS = frozenset(key for _, key in OIDC_SETTINGS)
 #: set in the same environment but read by the MLflow plugin, not by the helper
 _PLUGIN_VARIABLES = frozenset({"MLFLOW_SECRETS_HELPER_COMMAND"})
 
@@ -65,6 +78,8 @@ class Route(NamedTuple):
     ttl_sec: float
     header_name: str
     source: str
+    #: the ``oidc_*`` settings (sorted key, value pairs) for a secret that holds an OAuth client
+    oauth: tuple[tuple[str, str], ...] = ()
 
     def serves(self, target: Target) -> bool:
         return self.hosts is None or any(p.matches(target) for p in self.hosts)
@@ -186,7 +201,7 @@ def load(env: Mapping[str, str], *, timeout: float | None = None) -> Config:
 def known_variables() -> frozenset[str]:
     """Every environment variable the helper (or its MLflow plugin) reads or shows: the
     common ones and each provider's, for telling a typo from a setting."""
-    own = CORE_VARIABLES | _PLUGIN_VARIABLES
+    own = CORE_VARIABLES | _PLUGIN_VARIABLES | {variable for variable, _ in OIDC_SETTINGS}
     return own.union(*(spec.variables() for spec in providers.specs()))
 
 
@@ -250,6 +265,7 @@ def _env_route(
         ),
         header_name=header_name,
         source="environment",
+        oauth=_oauth_settings({}, env),
     )
 
 
@@ -280,8 +296,14 @@ def _file_routes(
         hosts = parse_patterns([str(h) for h in hosts_value], source=where)
         accepted = providers.spec(provider).settings
         settings: dict[str, str] = {}
+        oauth: dict[str, str] = {}
         for key, value in raw.items():
             if key in _ROUTE_KEYS:
+                continue
+            if key in _OIDC_KEYS:
+                if not isinstance(value, str) or not value.strip():
+                    raise ConfigError(f"{where}: {key} must be a non-empty string")
+                oauth[key] = value
                 continue
             if key not in accepted:
                 _unknown_route_key(key, where, providers.spec(provider))
@@ -307,6 +329,7 @@ def _file_routes(
                 ),
                 header_name=check_header_name(route_header),
                 source=f"{path} route {number}",
+                oauth=_oauth_settings(oauth, env),
             )
         )
     return routes
@@ -346,7 +369,19 @@ def _unknown_route_key(key: str, where: str, spec: ProviderSpec) -> NoReturn:
                 f"remove {key!r}; {spec.name} signs in with " + ", ".join(spec.credential_variables)
             ],
         )
-    _unknown_key(key, f"{where}:", spec.settings | _ROUTE_KEYS)
+    _unknown_key(key, f"{where}:", spec.settings | _ROUTE_KEYS | _OIDC_KEYS)
+
+
+def _oauth_settings(
+    route: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """A route's ``oidc_*`` settings with the MLFLOW_OIDC_* variables over them."""
+    merged = dict(route)
+    for variable, key in OIDC_SETTINGS:
+        value = env.get(variable)
+        if value and value.strip():
+            merged[key] = value.strip()
+    return tuple(sorted(merged.items()))
 
 
 def _auth_mode(value: object, where: str) -> AuthMode | None:

@@ -175,7 +175,7 @@ class Resolver:
                 host=target.host,
                 port=target.port,
                 provider=route.provider,
-                secret_ref=provider.cache_key(),
+                secret_ref=_secret_ref(provider, route),
                 version=route.settings.get("secret_version", ""),
                 header_name=route.header_name,
                 auth_mode=route.auth_mode or "",
@@ -229,11 +229,21 @@ class Resolver:
         raise not_found
 
     def _fetch(self, candidate: _Candidate, deadline: float) -> Answer:
-        from mlflow_secrets_helper import deadline as total  # only a backend read needs it
+        from mlflow_secrets_helper import deadline as total  # only a backend read needs them
+        from mlflow_secrets_helper import oauth
 
         provider = candidate.provider
         with total.guard(deadline, self._monotonic, provider.reference):
             fetched = provider.fetch(deadline)
+            if oauth.holds_client(fetched.value):
+                fetched = oauth.exchange(
+                    fetched.value,
+                    dict(candidate.route.oauth),
+                    self._env,
+                    self._seams,
+                    deadline,
+                    reference=provider.reference(),
+                )
         credential = parse_secret(
             fetched.value, candidate.route.auth_mode, reference=provider.reference()
         )
@@ -285,6 +295,14 @@ class Resolver:
             refresh_after=entry.refresh_after,
             source=source,
         )
+
+
+def _secret_ref(provider: Provider, route: Route) -> str:
+    """What the cache entry is for: the provider's secret and, when it holds an OAuth
+    client, the settings of the exchange (another scope is another token)."""
+    if not route.oauth:
+        return provider.cache_key()
+    return provider.cache_key() + "|oauth|" + "|".join(f"{k}={v}" for k, v in route.oauth)
 
 
 def _git_value(credential: Credential) -> Secret[str]:

@@ -41,10 +41,11 @@ def unknown_variables(env: Mapping[str, str], known: frozenset[str]) -> list[str
 
 
 def prefixes() -> tuple[str, ...]:
-    """``MLFLOW_SECRETS_`` and each provider's own prefix, from the specs."""
+    """``MLFLOW_SECRETS_``, ``MLFLOW_OIDC_`` and each provider's own prefix, from the specs."""
     from mlflow_secrets_helper import providers
+    from mlflow_secrets_helper.config import OIDC_PREFIX
 
-    return (CORE_PREFIX, *(f"{spec.env_prefix}_" for spec in providers.specs()))
+    return (CORE_PREFIX, OIDC_PREFIX, *(f"{spec.env_prefix}_" for spec in providers.specs()))
 
 
 def _near_single(name: str) -> bool:

@@ -54,7 +54,9 @@ def test_known_variables_are_the_core_ones_and_every_providers() -> None:
 def test_known_variables_hold_nothing_else() -> None:
     providers_own = {v for spec in SPECS for v in spec.variables()}
     extra = config.known_variables() - providers_own - config.CORE_VARIABLES
-    assert extra == {"MLFLOW_SECRETS_HELPER_COMMAND"}
+    oidc = {variable for variable, _ in config.OIDC_SETTINGS}
+    assert extra == {"MLFLOW_SECRETS_HELPER_COMMAND", *oidc}
+    assert all(variable.startswith(config.OIDC_PREFIX) for variable in oidc)
 
 
 def test_enabling_every_provider_follows_the_registry_order() -> None:
@@ -170,3 +172,56 @@ def test_a_file_route_passes_its_settings_on(spec: ProviderSpec, tmp_path: Path)
         {spec.locator: "the-secret"},
         7.0,
     )
+
+
+def test_oidc_settings_apply_to_every_environment_route() -> None:
+    env = {
+        "MLFLOW_SECRETS_AUTH_ENABLE": ",".join(s.name for s in SPECS),
+        **{s.secret_variable(): "the-secret" for s in SPECS},
+        "MLFLOW_OIDC_ISSUER": "https://idp.example.com ",
+        "MLFLOW_OIDC_SCOPE": "mlflow",
+    }
+    routes = config.load(env).routes
+    assert len(routes) == len(SPECS)
+    for route in routes:
+        assert route.oauth == (("oidc_issuer", "https://idp.example.com"), ("oidc_scope", "mlflow"))
+        assert "oidc_issuer" not in route.settings
+
+
+def test_a_file_route_takes_oidc_keys_and_the_environment_overrides_them(tmp_path: Path) -> None:
+    spec = SPECS[0]
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[[routes]]\n"
+        "hosts = ['h.example']\n"
+        f"provider = '{spec.name}'\n"
+        f"{spec.locator} = 'the-secret'\n"
+        "oidc_token_url = 'https://idp.example.com/token'\n"
+        "oidc_scope = 'from-file'\n"
+    )
+    path.chmod(0o600)
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    (route,) = config.load(env).routes
+    assert dict(route.oauth) == {
+        "oidc_token_url": "https://idp.example.com/token",
+        "oidc_scope": "from-file",
+    }
+    assert dict(route.settings) == {spec.locator: "the-secret"}
+    (route,) = config.load({**env, "MLFLOW_OIDC_SCOPE": "from-env"}).routes
+    assert dict(route.oauth)["oidc_scope"] == "from-env"
+
+
+def test_a_misspelt_oidc_key_in_a_route_gets_a_suggestion(tmp_path: Path) -> None:
+    spec = SPECS[0]
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[[routes]]\n"
+        "hosts = ['h.example']\n"
+        f"provider = '{spec.name}'\n"
+        f"{spec.locator} = 'the-secret'\n"
+        "oidc_isuer = 'https://idp.example.com'\n"
+    )
+    path.chmod(0o600)
+    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"did you mean oidc_issuer\?"):
+        config.load(env)

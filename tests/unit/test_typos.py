@@ -144,3 +144,13 @@ def test_config_file_typo_from_get(
     assert result.stdout == ""
     assert "'token' is login material" in result.stderr
     assert "s3cr3t-value" not in result.stderr
+
+
+def test_a_misspelt_oidc_variable_is_ours() -> None:
+    from mlflow_secrets_helper import config, typos
+
+    found = typos.warnings({"MLFLOW_OIDC_ISSUR": "x"}, config.known_variables())
+    assert found == [
+        "MLFLOW_OIDC_ISSUR is not a variable the helper reads, so it has no effect "
+        "(did you mean MLFLOW_OIDC_ISSUER?)"
+    ]
