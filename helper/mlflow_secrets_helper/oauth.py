@@ -189,6 +189,23 @@ def check_endpoint(url: str, what: str) -> None:
         )
 
 
+class Token(NamedTuple):
+    """An access token from the token endpoint (``token_url``), asked for at ``issued_at``
+    and said to last ``lifetime`` seconds (None: the identity provider did not say)."""
+
+    value: Secret[str]
+    token_url: str
+    issued_at: float
+    lifetime: float | None
+
+    def fetched(self) -> Fetched:
+        """As a provider's read: ``expires_at`` is the end less :func:`use_until`'s
+        margin, or None (the route's TTL alone decides)."""
+        if self.lifetime is None:
+            return Fetched(self.value)
+        return Fetched(self.value, use_until(self.issued_at + self.lifetime, self.issued_at))
+
+
 def exchange(
     raw: Secret[str] | Secret[bytes],
     settings: Mapping[str, str],
@@ -198,9 +215,21 @@ def exchange(
     *,
     reference: str = "",
 ) -> Fetched:
-    """The access token for the client in ``raw``: ``Fetched(token, expires_at)``, with
-    ``expires_at`` its end less :func:`use_until`'s margin (None when the identity
-    provider gives no ``expires_in``: the route's TTL alone decides)."""
+    """The access token for the client in ``raw``, as a provider's read."""
+    return request_token(raw, settings, env, seams, deadline, reference=reference).fetched()
+
+
+def request_token(
+    raw: Secret[str] | Secret[bytes],
+    settings: Mapping[str, str],
+    env: Mapping[str, str],
+    seams: Seams,
+    deadline: float,
+    *,
+    reference: str = "",
+) -> Token:
+    """Read the client in ``raw``, find its token endpoint, and ask it for a token
+    (``doctor`` shows the endpoint and the lifetime)."""
     client = read_client(raw, settings, reference=reference)
     _require_authlib()
     verify = _verify(settings, env)
@@ -208,8 +237,7 @@ def exchange(
     issued_at = seams.clock()
     answer = _token_request(client, token_url, verify, seams, deadline)
     token, lifetime = _read_token(answer, token_url)
-    expires_at = None if lifetime is None else use_until(issued_at + lifetime, issued_at)
-    return Fetched(Secret(token), expires_at)
+    return Token(Secret(token), token_url, issued_at, lifetime)
 
 
 # -- the requests ---------------------------------------------------------------------------

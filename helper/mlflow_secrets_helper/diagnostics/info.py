@@ -209,6 +209,8 @@ def _route_row(route: Route, reference: str | None) -> dict[str, Any]:
         "settings": {
             key: (value if key in shown else "set") for key, value in sorted(route.settings.items())
         },
+        # where an OAuth client in the secret gets its token (none of these is secret)
+        "oauth": dict(route.oauth),
     }
 
 
@@ -312,6 +314,8 @@ def _configuration_text(settings: dict[str, Any], routes: list[dict[str, Any]]) 
         lines.append(f"     secret: {escape(route['secret'] or 'unavailable (see error)')}")
         for key, value in route["settings"].items():
             lines.append(f"     {escape(key)}: {escape(value)}")
+        for key, value in route["oauth"].items():
+            lines.append(f"     {escape(key)}: {escape(value)} (if the secret is an OAuth client)")
         lines.append(f"     auth mode: {route['auth_mode'] or 'from the secret'}")
         lines.append(f"     ttl: {route['ttl_sec']:g} s")
         lines.append(f"     header name: {escape(route['header_name'])}")
