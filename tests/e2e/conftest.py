@@ -15,6 +15,7 @@ SERVER_FIXTURES = (
     "tests.support.openbao",
     "tests.support.keyvault",
     "tests.support.mlflow_server",
+    "tests.support.oidc",
 )
 
 
