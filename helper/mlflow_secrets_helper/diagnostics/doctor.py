@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mlflow_secrets_helper import config as config_module
-from mlflow_secrets_helper import providers, typos
+from mlflow_secrets_helper import oauth, providers, typos
 from mlflow_secrets_helper.cache import Cache, CacheIdentity, CacheStatus, open_user_cache
 from mlflow_secrets_helper.config import Config, Route
 from mlflow_secrets_helper.deadline import guard as deadline_guard
@@ -29,6 +29,7 @@ from mlflow_secrets_helper.diagnostics.probe import base_path, send_request, tru
 from mlflow_secrets_helper.diagnostics.report import Check, Status, exit_status, render
 from mlflow_secrets_helper.errors import HelperError, NotFound
 from mlflow_secrets_helper.protocol import Target
+from mlflow_secrets_helper.providers.base import Fetched, Seams
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import (
     BASIC_HINT,
@@ -38,6 +39,7 @@ from mlflow_secrets_helper.secret import (
     looks_like_user_pass,
     parse_secret,
 )
+from mlflow_secrets_helper.text import display_url, escape
 
 #: the identity of doctor's cache probe; no real target can have it (``.invalid`` is reserved)
 PROBE_IDENTITY = CacheIdentity(
@@ -202,6 +204,12 @@ def check_route(
         return [*checks, _unexpected(f"{label}: read {reference}", exc)]
     elapsed = monotonic() - started
     checks.append(Check("ok", f"{label}: logged in and read {reference} in {elapsed:.2f} s"))
+    if oauth.holds_client(fetched.value):
+        line, token = _check_exchange(label, route, fetched, reference, config, env, monotonic)
+        checks.append(line)
+        if token is None:
+            return checks
+        fetched = token
 
     try:
         credential = parse_secret(fetched.value, route.auth_mode, reference=reference)
@@ -226,6 +234,47 @@ def check_route(
         return [*checks, Check.failed(f"{label}: header", exc)]
     checks.append(Check("ok", f"{label}: header {shown}"))
     return checks
+
+
+def _check_exchange(
+    label: str,
+    route: Route,
+    fetched: Fetched,
+    reference: str,
+    config: Config,
+    env: Mapping[str, str],
+    monotonic: Callable[[], float],
+) -> tuple[Check, Fetched | None]:
+    """Exchange the OAuth client in the secret for a token, as ``get`` would (without the
+    cache); the line names the client and the endpoint and gives the token's lifetime."""
+    started = monotonic()
+    what = f"{label}: OAuth client exchange"
+    try:
+        with deadline_guard(started + config.timeout_sec, monotonic, lambda: "the token endpoint"):
+            client = oauth.read_client(fetched.value, dict(route.oauth), reference=reference)
+            token = oauth.request_token(
+                fetched.value,
+                dict(route.oauth),
+                env,
+                Seams(monotonic=monotonic),
+                started + config.timeout_sec,
+                reference=reference,
+            )
+    except HelperError as exc:
+        return Check.failed(what, exc), None
+    except Exception as exc:  # noqa: BLE001 - a library surprise: its type only, never its text
+        return _unexpected(what, exc), None
+    lifetime = (
+        "no expires_in: the route's TTL decides"
+        if token.lifetime is None
+        else f"expires in {token.lifetime:g} s"
+    )
+    line = Check(
+        "ok",
+        f"{label}: OAuth client {escape(client.client_id)} got a Bearer token from "
+        f"{display_url(token.token_url)} ({lifetime})",
+    )
+    return line, token.fetched()
 
 
 def describe_header(name: str, credential: Credential) -> str:
