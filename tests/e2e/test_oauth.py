@@ -189,8 +189,8 @@ def test_a_short_lived_token_is_replaced_before_it_ends(
     client = oidc_provider.add_client(token_lifetime=3)
     store_client(store, client, oidc_provider)
     _, first = get_json(run_helper, env)
-    # 3 s less 0.3 s, refreshed ahead after 75-90 % of that
-    assert first["expires_at"] - time.time() <= 2.7
+    # 3 s less 1 s, refreshed ahead after 75-90 % of that
+    assert first["expires_at"] - time.time() <= 2.0
     time.sleep(max(first["expires_at"] + 1 - time.time(), 0))  # whole seconds in the JSON
     _, second = get_json(run_helper, env)
     assert second["source"] == "backend"

@@ -297,7 +297,17 @@ def test_a_local_copy_is_never_cached_and_is_read_again_when_it_says(world: Worl
 
 @pytest.mark.parametrize(
     ("lifetime", "used_for"),
-    [(10.0, 9.0), (2.0, 1.8), (600.0, 540.0), (3600.0, 3540.0), (86400.0, 86340.0), (0.0, 0.0)],
+    [
+        (10.0, 9.0),
+        (4.0, 3.0),
+        (2.0, 1.0),
+        (1.0, 0.5),
+        (30.0, 27.0),
+        (600.0, 540.0),
+        (3600.0, 3540.0),
+        (86400.0, 86340.0),
+        (0.0, 0.0),
+    ],
 )
 def test_a_short_lived_token_is_used_for_most_of_its_life(lifetime: float, used_for: float) -> None:
     assert use_until(T0 + lifetime, T0) == pytest.approx(T0 + used_for)

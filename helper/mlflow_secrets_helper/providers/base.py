@@ -36,16 +36,22 @@ class Fetched(NamedTuple):
 
 #: a short-lived token is replaced this share of its lifetime before it ends ...
 EXPIRY_MARGIN_SHARE = 0.1
-#: ... but never more than this many seconds before (clock skew and the request's own time)
+#: ... but at least this many seconds before (lifetimes and expiry times are whole seconds,
+#: so the identity provider's clock may have started the token up to a second earlier) ...
+EXPIRY_MARGIN_MIN_SEC = 1.0
+#: ... and never more than this many seconds before (clock skew and the request's own time)
 EXPIRY_MARGIN_MAX_SEC = 60.0
 
 
 def use_until(expires_at: float, issued_at: float) -> float:
     """Until when a token that ``issued_at`` was said to expire at ``expires_at`` is used:
-    its end less a tenth of its lifetime, at most 60 s. A 10 s token is used for 9 s, an
-    hour-long one until a minute before its end (man page, SHORT-LIVED TOKENS)."""
+    its end less a tenth of its lifetime, at least 1 s (half of a lifetime under 2 s) and
+    at most 60 s. A 10 s token is used for 9 s, a 4 s one for 3 s, an hour-long one until
+    a minute before its end (man page, SHORT-LIVED TOKENS)."""
     lifetime = max(expires_at - issued_at, 0.0)
-    return expires_at - min(EXPIRY_MARGIN_MAX_SEC, EXPIRY_MARGIN_SHARE * lifetime)
+    least = min(EXPIRY_MARGIN_MIN_SEC, lifetime / 2)
+    margin = min(EXPIRY_MARGIN_MAX_SEC, max(least, EXPIRY_MARGIN_SHARE * lifetime))
+    return expires_at - margin
 
 
 class Memory(Protocol):
