@@ -34,9 +34,69 @@ function clientMetadata(spec) {
   };
 }
 
+// The provider's own in-memory adapter is an LRU of 1000 entries shared by every model: a
+// busy test session would evict its clients. This one keeps clients for good and drops
+// other entries when they expire (only the client-credentials grant is used here).
+const stores = new Map();
+class TestAdapter {
+  constructor(model) {
+    this.model = model;
+    if (!stores.has(model)) stores.set(model, new Map());
+    this.store = stores.get(model);
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    this.store.set(id, { payload, expiresAt });
+    sweep(this.store);
+  }
+
+  async find(id) {
+    const entry = this.store.get(id);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      this.store.delete(id);
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    for (const [id, entry] of this.store) if (entry.payload.uid === uid) return this.find(id);
+    return undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const [id, entry] of this.store) if (entry.payload.userCode === userCode) return this.find(id);
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = this.store.get(id);
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    this.store.delete(id);
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [id, entry] of this.store) if (entry.payload.grantId === grantId) this.store.delete(id);
+  }
+}
+
+let sweeps = 0;
+function sweep(store) {
+  sweeps += 1;
+  if (sweeps % 500 !== 0) return;
+  const now = Date.now();
+  for (const [id, entry] of store) if (entry.expiresAt <= now) store.delete(id);
+}
+
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
 const provider = new Provider(config.issuer, {
+  adapter: TestAdapter,
   clients: [],
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'test-signing', use: 'sig', alg: 'RS256' }] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },

@@ -160,7 +160,60 @@ def test_start_error_when_node_is_missing(tmp_path: Path, monkeypatch: pytest.Mo
         pass
 
 
+def test_start_error_when_the_npm_package_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import devservers.oidc
+
+    monkeypatch.setattr(devservers.oidc, "PROJECT", tmp_path)
+    with pytest.raises(StartError, match=r"oidc-provider is not installed.*npm ci"):
+        OidcProvider(tmp_path).start()
+
+
+def test_the_log_holds_no_secret(oidc_provider: OidcProvider) -> None:
+    """Clients, tokens and errors went through the provider: its log names none of them."""
+    client = oidc_provider.add_client()
+    access = str(fetch(oidc_provider, client)["access_token"])
+    with pytest.raises(OAuthError):
+        fetch(oidc_provider, OAuthClient(client.client_id, "wrong-secret-0001"))
+    log = oidc_provider.log_path.read_text()
+    assert "ready at" in log
+    secrets = [c.client_secret for c in oidc_provider.clients.values()]
+    secrets += [oidc_provider.resource_server.client_secret, access, "wrong-secret-0001"]
+    assert [s for s in secrets if s in log] == []
+    assert oidc_provider.config_path.stat().st_mode & 0o077 == 0
+
+
 # --------------------------------------------------------------------------- the gateway
+
+
+def test_mlflows_own_client_through_the_gateway(
+    oidc_provider: OidcProvider,
+    auth_gateway: AuthGateway,
+    oidc_client: OAuthClient,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """MLflow's client with ``MLFLOW_TRACKING_TOKEN``: tracking calls and a proxied
+    artifact upload and download all pass the gateway."""
+    from mlflow import MlflowClient
+
+    for name in ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    access = str(oidc_provider.token(oidc_client)["access_token"])
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", access)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = MlflowClient(tracking_uri=auth_gateway.url)
+    experiment_id = client.create_experiment(f"gateway-client-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "loss", 0.5)
+    artifact = tmp_path / "model.txt"
+    artifact.write_text("weights\n" * 1000)
+    client.log_artifact(run.info.run_id, str(artifact))
+    back = client.download_artifacts(run.info.run_id, "model.txt", str(tmp_path / "back"))
+    assert Path(back).read_text() == artifact.read_text()
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    assert auth_gateway.tokens[fingerprint(access)] >= 5
 
 
 def test_gateway_forwards_mlflow_calls_with_a_good_token(
