@@ -292,6 +292,10 @@ class OidcProvider(Managed):
         answer: dict[str, Any] = self._control("GET", "/_stats")
         return answer
 
+    def requests_from(self, client_id: str) -> list[dict[str, Any]]:
+        """The token requests ``client_id`` made, in order (see :meth:`stats`)."""
+        return [r for r in self.stats()["requests"] if r["client_id"] == client_id]
+
     def token_requests(self, client_id: str, status: int = 200) -> int:
         """How many token requests ``client_id`` made that were answered ``status``."""
         return int(self.stats()["by_client"].get(client_id, {}).get(str(status), 0))

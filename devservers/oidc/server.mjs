@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const TOKEN_PATH = '/token';
@@ -110,6 +110,14 @@ const provider = new Provider(config.issuer, {
       enabled: true,
       // any authenticated client may ask (the resource server does)
       allowedPolicy: async () => true,
+    },
+    // RFC 8707 resource indicators: no resource server is configured, so `resource` is
+    // refused (invalid_target); `audience` is not a parameter oidc-provider knows: ignored
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo: async () => {
+        throw new errors.InvalidTarget();
+      },
     },
     revocation: {
       enabled: true,

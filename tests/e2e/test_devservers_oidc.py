@@ -17,6 +17,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 
 from devservers.gateway import AuthGateway, fingerprint
+from devservers.net import closed_port_url
 from devservers.oidc import OAuthClient, OidcProvider
 from devservers.process import StartError
 
@@ -77,7 +78,7 @@ def test_authlib_fetches_a_token(oidc_provider: OidcProvider, method: str) -> No
     introspected = oidc_provider.introspect(str(token["access_token"]))
     assert introspected["active"] is True
     assert introspected["client_id"] == client.client_id
-    [request] = [r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id]
+    [request] = oidc_provider.requests_from(client.client_id)
     assert (request["auth_method"], request["status"]) == (method, 200)
     assert oidc_provider.token_requests(client.client_id) == 1
 
@@ -92,7 +93,7 @@ def test_basic_and_post_are_interchangeable(oidc_provider: OidcProvider) -> None
     wrong = OAuthClient(client.client_id, "not-the-secret", "client_secret_post")
     with pytest.raises(OAuthError, match="invalid_client"):
         fetch(oidc_provider, wrong)
-    made = [r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id]
+    made = oidc_provider.requests_from(client.client_id)
     assert [(r["auth_method"], r["status"]) for r in made] == [
         ("client_secret_basic", 200),
         ("client_secret_post", 200),
@@ -108,11 +109,12 @@ def test_scope_and_audience(oidc_provider: OidcProvider) -> None:
     assert "scope" not in token
     with pytest.raises(OAuthError, match="invalid_scope"):
         fetch(oidc_provider, client, scope="mlflow.read")
-    requests_made = [
-        r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id
-    ]
-    assert [r["audience"] for r in requests_made] == ["https://mlflow.example.com", None]
-    assert [r["status"] for r in requests_made] == [200, 400]
+    with pytest.raises(OAuthError, match="invalid_target"):
+        fetch(oidc_provider, client, resource="https://mlflow.example.com")
+    requests_made = oidc_provider.requests_from(client.client_id)
+    assert [r["audience"] for r in requests_made] == ["https://mlflow.example.com", None, None]
+    assert [r["status"] for r in requests_made] == [200, 400, 400]
+    assert "WARNING: default" not in oidc_provider.log_path.read_text()
 
 
 def test_a_token_expires_after_its_clients_lifetime(oidc_provider: OidcProvider) -> None:
@@ -346,3 +348,21 @@ def test_gateway_with_a_callable_validator(mlflow_basic_server: object) -> None:
         assert gateway.counts() == {"accepted": 1, "rejected": {"invalid": 1}, "tokens": 1}
     finally:
         gateway.stop()
+
+
+def test_gateway_failures_are_not_401(auth_gateway: AuthGateway) -> None:
+    """An unreachable upstream is 502 and a validator that cannot ask the IdP is 503:
+    neither says the token is bad."""
+
+    def idp_down(token: str) -> bool:
+        raise ConnectionRefusedError
+
+    bearer = {"Authorization": "Bearer some-token"}
+    dead = AuthGateway(closed_port_url(), lambda t: True)
+    down = AuthGateway(auth_gateway.upstream, idp_down)
+    try:
+        assert requests.get(f"{dead.url}{SEARCH}", headers=bearer, timeout=30).status_code == 502
+        assert requests.get(f"{down.url}{SEARCH}", headers=bearer, timeout=30).status_code == 503
+    finally:
+        dead.stop()
+        down.stop()
