@@ -313,7 +313,8 @@ class OidcProvider(Managed):
         """The next ``count`` requests to ``endpoint`` (``token`` or ``discovery``) fail:
         with ``error`` (an OAuth error code, status 400, or 401 for ``invalid_client``,
         unless ``status`` says otherwise), else with ``status`` (default 503) and a text
-        body; ``Retry-After`` when given; after ``delay`` seconds. Faults queue up."""
+        body; ``Retry-After`` when given; after ``delay`` seconds. ``delay`` alone: the
+        requests are answered normally, ``delay`` seconds late. Faults queue up."""
         body: dict[str, Any] = {"count": count, "endpoint": endpoint, "delay": delay}
         if status is not None:
             body["status"] = status

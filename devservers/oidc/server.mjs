@@ -7,6 +7,7 @@
 //   GET  /_stats    token requests so far, by client and status, and the last ones in order
 //   POST /_fault    {"count", "status", "error", "retry_after", "delay", "endpoint"}: the next
 //                   `count` requests to `endpoint` ("token" or "discovery") fail that way
+//                   (after `delay` seconds); a `delay` alone makes them slow, not failed
 //   POST /_reset    forget the counts and pending faults
 //   POST /_clients  add or replace a client (the same shape as in the configuration)
 //   DELETE /_clients/<id>  remove a client (its next token request: invalid_client)
@@ -189,8 +190,12 @@ function takeFault(endpoint) {
   return fault;
 }
 
+function sleep(seconds) {
+  return new Promise((resolve) => setTimeout(resolve, (seconds || 0) * 1000));
+}
+
 async function answerFault(ctx, fault) {
-  if (fault.delay) await new Promise((resolve) => setTimeout(resolve, fault.delay * 1000));
+  await sleep(fault.delay);
   ctx.status = fault.status;
   ctx.set('Cache-Control', 'no-store');
   if (fault.retry_after !== undefined && fault.retry_after !== null) {
@@ -221,7 +226,8 @@ provider.use(async (ctx, next) => {
     const fault = {
       endpoint: body.endpoint ?? 'token',
       count: body.count ?? 1,
-      status: body.status ?? (body.error ? (body.error === 'invalid_client' ? 401 : 400) : 503),
+      // an error code: 400 (401 for invalid_client); a delay alone: a slow but real answer
+      status: body.status ?? (body.error ? (body.error === 'invalid_client' ? 401 : 400) : body.delay ? null : 503),
       error: body.error ?? null,
       retry_after: body.retry_after ?? null,
       delay: body.delay ?? 0,
@@ -245,7 +251,9 @@ provider.use(async (ctx, next) => {
   if (path === DISCOVERY_PATH) {
     stats.discovery_requests += 1;
     const fault = takeFault('discovery');
-    if (fault) {
+    if (fault && fault.status === null) {
+      await sleep(fault.delay);
+    } else if (fault) {
       await answerFault(ctx, fault);
       return;
     }
@@ -259,7 +267,9 @@ provider.use(async (ctx, next) => {
 
   stats.token_requests += 1;
   const fault = takeFault('token');
-  if (fault) {
+  if (fault && fault.status === null) {
+    await sleep(fault.delay);
+  } else if (fault) {
     const clientId = basicClientId(ctx.get('authorization')) ?? '?';
     record(ctx, clientId, fault.status, fault.error ?? 'injected', {});
     await answerFault(ctx, fault);

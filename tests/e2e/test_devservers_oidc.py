@@ -151,6 +151,13 @@ def test_injected_faults(oidc_provider: OidcProvider) -> None:
     assert answers[0].headers["Retry-After"] == "1"
     assert answers[2].json()["error"] == "invalid_client"
     assert oidc_provider.stats()["by_client"][client.client_id] == {"503": 2, "401": 1, "200": 1}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        oidc_provider.fault(delay=2, status=503)
+        post(oidc_provider.token_url, data=form, auth=auth, timeout=0.5)
+    oidc_provider.fault(delay=0.5)
+    started = time.monotonic()
+    slow = post(oidc_provider.token_url, data=form, auth=auth, timeout=10)
+    assert slow.status_code == 200 and time.monotonic() - started >= 0.5
     oidc_provider.fault(endpoint="discovery", status=500)
     assert oidc_provider.session.get(oidc_provider.discovery_url, timeout=10).status_code == 500
     assert oidc_provider.session.get(oidc_provider.discovery_url, timeout=10).status_code == 200
