@@ -373,3 +373,12 @@ def test_gateway_failures_are_not_401(auth_gateway: AuthGateway) -> None:
     finally:
         dead.stop()
         down.stop()
+
+
+def test_an_issuer_named_localhost(tmp_path: Path) -> None:
+    client = OAuthClient("by-name", "by-name-secret-0001", token_lifetime=60)
+    with OidcProvider(tmp_path, clients=[client], host="localhost") as provider:
+        assert provider.issuer.startswith("https://localhost:")
+        document = provider.session.get(provider.discovery_url, timeout=10).json()
+        assert document["token_endpoint"] == provider.token_url
+        assert fetch(provider, client)["expires_in"] == 60
