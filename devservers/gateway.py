@@ -161,15 +161,20 @@ class _GatewayHandler(JSONHandler):
                 data = self._body_chunks()  # requests sends a generator chunked
             else:
                 data = b"".join(self._body_chunks())
-        upstream = gateway.session().request(
-            self.command,
-            gateway.upstream + self.path,
-            headers=headers,
-            data=data,
-            stream=True,
-            allow_redirects=False,
-            timeout=(10, 300),
-        )
+        try:
+            upstream = gateway.session().request(
+                self.command,
+                gateway.upstream + self.path,
+                headers=headers,
+                data=data,
+                stream=True,
+                allow_redirects=False,
+                timeout=(10, 300),
+            )
+        except OSError as exc:  # requests' errors are OSErrors
+            self.close_connection = True
+            self.send_json(502, {"error": "upstream_unreachable", "detail": type(exc).__name__})
+            return
         try:
             self._relay(upstream)
         finally:

@@ -292,6 +292,10 @@ class OidcProvider(Managed):
         answer: dict[str, Any] = self._control("GET", "/_stats")
         return answer
 
+    def requests_from(self, client_id: str) -> list[dict[str, Any]]:
+        """The token requests ``client_id`` made, in order (see :meth:`stats`)."""
+        return [r for r in self.stats()["requests"] if r["client_id"] == client_id]
+
     def token_requests(self, client_id: str, status: int = 200) -> int:
         """How many token requests ``client_id`` made that were answered ``status``."""
         return int(self.stats()["by_client"].get(client_id, {}).get(str(status), 0))
@@ -309,7 +313,8 @@ class OidcProvider(Managed):
         """The next ``count`` requests to ``endpoint`` (``token`` or ``discovery``) fail:
         with ``error`` (an OAuth error code, status 400, or 401 for ``invalid_client``,
         unless ``status`` says otherwise), else with ``status`` (default 503) and a text
-        body; ``Retry-After`` when given; after ``delay`` seconds. Faults queue up."""
+        body; ``Retry-After`` when given; after ``delay`` seconds. ``delay`` alone: the
+        requests are answered normally, ``delay`` seconds late. Faults queue up."""
         body: dict[str, Any] = {"count": count, "endpoint": endpoint, "delay": delay}
         if status is not None:
             body["status"] = status

@@ -7,6 +7,7 @@
 //   GET  /_stats    token requests so far, by client and status, and the last ones in order
 //   POST /_fault    {"count", "status", "error", "retry_after", "delay", "endpoint"}: the next
 //                   `count` requests to `endpoint` ("token" or "discovery") fail that way
+//                   (after `delay` seconds); a `delay` alone makes them slow, not failed
 //   POST /_reset    forget the counts and pending faults
 //   POST /_clients  add or replace a client (the same shape as in the configuration)
 //   DELETE /_clients/<id>  remove a client (its next token request: invalid_client)
@@ -14,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const TOKEN_PATH = '/token';
@@ -34,9 +35,69 @@ function clientMetadata(spec) {
   };
 }
 
+// The provider's own in-memory adapter is an LRU of 1000 entries shared by every model: a
+// busy test session would evict its clients. This one keeps clients for good and drops
+// other entries when they expire (only the client-credentials grant is used here).
+const stores = new Map();
+class TestAdapter {
+  constructor(model) {
+    this.model = model;
+    if (!stores.has(model)) stores.set(model, new Map());
+    this.store = stores.get(model);
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    this.store.set(id, { payload, expiresAt });
+    sweep(this.store);
+  }
+
+  async find(id) {
+    const entry = this.store.get(id);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      this.store.delete(id);
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    for (const [id, entry] of this.store) if (entry.payload.uid === uid) return this.find(id);
+    return undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const [id, entry] of this.store) if (entry.payload.userCode === userCode) return this.find(id);
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = this.store.get(id);
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    this.store.delete(id);
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [id, entry] of this.store) if (entry.payload.grantId === grantId) this.store.delete(id);
+  }
+}
+
+let sweeps = 0;
+function sweep(store) {
+  sweeps += 1;
+  if (sweeps % 500 !== 0) return;
+  const now = Date.now();
+  for (const [id, entry] of store) if (entry.expiresAt <= now) store.delete(id);
+}
+
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
 const provider = new Provider(config.issuer, {
+  adapter: TestAdapter,
   clients: [],
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'test-signing', use: 'sig', alg: 'RS256' }] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -50,6 +111,14 @@ const provider = new Provider(config.issuer, {
       enabled: true,
       // any authenticated client may ask (the resource server does)
       allowedPolicy: async () => true,
+    },
+    // RFC 8707 resource indicators: no resource server is configured, so `resource` is
+    // refused (invalid_target); `audience` is not a parameter oidc-provider knows: ignored
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo: async () => {
+        throw new errors.InvalidTarget();
+      },
     },
     revocation: {
       enabled: true,
@@ -121,8 +190,12 @@ function takeFault(endpoint) {
   return fault;
 }
 
+function sleep(seconds) {
+  return new Promise((resolve) => setTimeout(resolve, (seconds || 0) * 1000));
+}
+
 async function answerFault(ctx, fault) {
-  if (fault.delay) await new Promise((resolve) => setTimeout(resolve, fault.delay * 1000));
+  await sleep(fault.delay);
   ctx.status = fault.status;
   ctx.set('Cache-Control', 'no-store');
   if (fault.retry_after !== undefined && fault.retry_after !== null) {
@@ -153,7 +226,8 @@ provider.use(async (ctx, next) => {
     const fault = {
       endpoint: body.endpoint ?? 'token',
       count: body.count ?? 1,
-      status: body.status ?? (body.error ? (body.error === 'invalid_client' ? 401 : 400) : 503),
+      // an error code: 400 (401 for invalid_client); a delay alone: a slow but real answer
+      status: body.status ?? (body.error ? (body.error === 'invalid_client' ? 401 : 400) : body.delay ? null : 503),
       error: body.error ?? null,
       retry_after: body.retry_after ?? null,
       delay: body.delay ?? 0,
@@ -177,7 +251,9 @@ provider.use(async (ctx, next) => {
   if (path === DISCOVERY_PATH) {
     stats.discovery_requests += 1;
     const fault = takeFault('discovery');
-    if (fault) {
+    if (fault && fault.status === null) {
+      await sleep(fault.delay);
+    } else if (fault) {
       await answerFault(ctx, fault);
       return;
     }
@@ -191,7 +267,9 @@ provider.use(async (ctx, next) => {
 
   stats.token_requests += 1;
   const fault = takeFault('token');
-  if (fault) {
+  if (fault && fault.status === null) {
+    await sleep(fault.delay);
+  } else if (fault) {
     const clientId = basicClientId(ctx.get('authorization')) ?? '?';
     record(ctx, clientId, fault.status, fault.error ?? 'injected', {});
     await answerFault(ctx, fault);

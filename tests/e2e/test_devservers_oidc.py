@@ -17,6 +17,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 
 from devservers.gateway import AuthGateway, fingerprint
+from devservers.net import closed_port_url
 from devservers.oidc import OAuthClient, OidcProvider
 from devservers.process import StartError
 
@@ -77,7 +78,7 @@ def test_authlib_fetches_a_token(oidc_provider: OidcProvider, method: str) -> No
     introspected = oidc_provider.introspect(str(token["access_token"]))
     assert introspected["active"] is True
     assert introspected["client_id"] == client.client_id
-    [request] = [r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id]
+    [request] = oidc_provider.requests_from(client.client_id)
     assert (request["auth_method"], request["status"]) == (method, 200)
     assert oidc_provider.token_requests(client.client_id) == 1
 
@@ -92,7 +93,7 @@ def test_basic_and_post_are_interchangeable(oidc_provider: OidcProvider) -> None
     wrong = OAuthClient(client.client_id, "not-the-secret", "client_secret_post")
     with pytest.raises(OAuthError, match="invalid_client"):
         fetch(oidc_provider, wrong)
-    made = [r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id]
+    made = oidc_provider.requests_from(client.client_id)
     assert [(r["auth_method"], r["status"]) for r in made] == [
         ("client_secret_basic", 200),
         ("client_secret_post", 200),
@@ -108,11 +109,12 @@ def test_scope_and_audience(oidc_provider: OidcProvider) -> None:
     assert "scope" not in token
     with pytest.raises(OAuthError, match="invalid_scope"):
         fetch(oidc_provider, client, scope="mlflow.read")
-    requests_made = [
-        r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id
-    ]
-    assert [r["audience"] for r in requests_made] == ["https://mlflow.example.com", None]
-    assert [r["status"] for r in requests_made] == [200, 400]
+    with pytest.raises(OAuthError, match="invalid_target"):
+        fetch(oidc_provider, client, resource="https://mlflow.example.com")
+    requests_made = oidc_provider.requests_from(client.client_id)
+    assert [r["audience"] for r in requests_made] == ["https://mlflow.example.com", None, None]
+    assert [r["status"] for r in requests_made] == [200, 400, 400]
+    assert "WARNING: default" not in oidc_provider.log_path.read_text()
 
 
 def test_a_token_expires_after_its_clients_lifetime(oidc_provider: OidcProvider) -> None:
@@ -149,6 +151,13 @@ def test_injected_faults(oidc_provider: OidcProvider) -> None:
     assert answers[0].headers["Retry-After"] == "1"
     assert answers[2].json()["error"] == "invalid_client"
     assert oidc_provider.stats()["by_client"][client.client_id] == {"503": 2, "401": 1, "200": 1}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        oidc_provider.fault(delay=2, status=503)
+        post(oidc_provider.token_url, data=form, auth=auth, timeout=0.5)
+    oidc_provider.fault(delay=0.5)
+    started = time.monotonic()
+    slow = post(oidc_provider.token_url, data=form, auth=auth, timeout=10)
+    assert slow.status_code == 200 and time.monotonic() - started >= 0.5
     oidc_provider.fault(endpoint="discovery", status=500)
     assert oidc_provider.session.get(oidc_provider.discovery_url, timeout=10).status_code == 500
     assert oidc_provider.session.get(oidc_provider.discovery_url, timeout=10).status_code == 200
@@ -160,7 +169,60 @@ def test_start_error_when_node_is_missing(tmp_path: Path, monkeypatch: pytest.Mo
         pass
 
 
+def test_start_error_when_the_npm_package_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import devservers.oidc
+
+    monkeypatch.setattr(devservers.oidc, "PROJECT", tmp_path)
+    with pytest.raises(StartError, match=r"oidc-provider is not installed.*npm ci"):
+        OidcProvider(tmp_path).start()
+
+
+def test_the_log_holds_no_secret(oidc_provider: OidcProvider) -> None:
+    """Clients, tokens and errors went through the provider: its log names none of them."""
+    client = oidc_provider.add_client()
+    access = str(fetch(oidc_provider, client)["access_token"])
+    with pytest.raises(OAuthError):
+        fetch(oidc_provider, OAuthClient(client.client_id, "wrong-secret-0001"))
+    log = oidc_provider.log_path.read_text()
+    assert "ready at" in log
+    secrets = [c.client_secret for c in oidc_provider.clients.values()]
+    secrets += [oidc_provider.resource_server.client_secret, access, "wrong-secret-0001"]
+    assert [s for s in secrets if s in log] == []
+    assert oidc_provider.config_path.stat().st_mode & 0o077 == 0
+
+
 # --------------------------------------------------------------------------- the gateway
+
+
+def test_mlflows_own_client_through_the_gateway(
+    oidc_provider: OidcProvider,
+    auth_gateway: AuthGateway,
+    oidc_client: OAuthClient,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """MLflow's client with ``MLFLOW_TRACKING_TOKEN``: tracking calls and a proxied
+    artifact upload and download all pass the gateway."""
+    from mlflow import MlflowClient
+
+    for name in ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    access = str(oidc_provider.token(oidc_client)["access_token"])
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", access)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = MlflowClient(tracking_uri=auth_gateway.url)
+    experiment_id = client.create_experiment(f"gateway-client-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "loss", 0.5)
+    artifact = tmp_path / "model.txt"
+    artifact.write_text("weights\n" * 1000)
+    client.log_artifact(run.info.run_id, str(artifact))
+    back = client.download_artifacts(run.info.run_id, "model.txt", str(tmp_path / "back"))
+    assert Path(back).read_text() == artifact.read_text()
+    assert client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    assert auth_gateway.tokens[fingerprint(access)] >= 5
 
 
 def test_gateway_forwards_mlflow_calls_with_a_good_token(
@@ -293,3 +355,30 @@ def test_gateway_with_a_callable_validator(mlflow_basic_server: object) -> None:
         assert gateway.counts() == {"accepted": 1, "rejected": {"invalid": 1}, "tokens": 1}
     finally:
         gateway.stop()
+
+
+def test_gateway_failures_are_not_401(auth_gateway: AuthGateway) -> None:
+    """An unreachable upstream is 502 and a validator that cannot ask the IdP is 503:
+    neither says the token is bad."""
+
+    def idp_down(token: str) -> bool:
+        raise ConnectionRefusedError
+
+    bearer = {"Authorization": "Bearer some-token"}
+    dead = AuthGateway(closed_port_url(), lambda t: True)
+    down = AuthGateway(auth_gateway.upstream, idp_down)
+    try:
+        assert requests.get(f"{dead.url}{SEARCH}", headers=bearer, timeout=30).status_code == 502
+        assert requests.get(f"{down.url}{SEARCH}", headers=bearer, timeout=30).status_code == 503
+    finally:
+        dead.stop()
+        down.stop()
+
+
+def test_an_issuer_named_localhost(tmp_path: Path) -> None:
+    client = OAuthClient("by-name", "by-name-secret-0001", token_lifetime=60)
+    with OidcProvider(tmp_path, clients=[client], host="localhost") as provider:
+        assert provider.issuer.startswith("https://localhost:")
+        document = provider.session.get(provider.discovery_url, timeout=10).json()
+        assert document["token_endpoint"] == provider.token_url
+        assert fetch(provider, client)["expires_in"] == 60
