@@ -12,6 +12,9 @@ One module per server:
   managed-identity endpoint; :mod:`devservers.entra` - the Entra ID token endpoint;
   :mod:`devservers.azure` - those assembled behind an egress guard;
 * :mod:`devservers.mlflow` - ``mlflow server --app-name basic-auth``;
+* :mod:`devservers.oidc` - node's ``oidc-provider``, a certified OpenID Provider, over TLS
+  (client credentials, introspection, revocation); :mod:`devservers.gateway` - an auth
+  gateway that checks bearer tokens in front of an MLflow server;
 * :mod:`devservers.faultproxy` - a fault-injecting reverse proxy.
 
 Shared plumbing: :mod:`devservers.net` (ports, a proxy-free HTTP client, a throwaway CA,
