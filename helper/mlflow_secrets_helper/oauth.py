@@ -422,7 +422,9 @@ def _read_token(answer: Any, token_url: str) -> tuple[str, float | None]:
     if not isinstance(token, str) or not token:
         raise BackendUnavailable(f"{where} answered without an access_token")
     kind = answer.get("token_type")
-    if not isinstance(kind, str) or kind.lower() != "bearer":
+    if not isinstance(kind, str) or not kind:
+        raise BackendUnavailable(f"{where} answered without a token_type")
+    if kind.lower() != "bearer":
         raise InvalidSecret(
             f"{where} issued a {escape(kind)[:40]!s} token; only Bearer tokens can be sent",
             hints=["configure the client at the identity provider for Bearer access tokens"],

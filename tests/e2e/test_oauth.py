@@ -417,3 +417,16 @@ def test_info_shows_the_oauth_settings(
     assert result.returncode == 0, result
     (route,) = json.loads(result.stdout)["routes"]
     assert route["oauth"] == {"oidc_ca_bundle": oidc_provider.ca_path, "oidc_scope": "mlflow"}
+
+
+def test_doctor_warns_when_oauth_settings_meet_a_plain_token(
+    run_helper: RunHelper, env: dict[str, str], store: VaultNamespace
+) -> None:
+    store.write(PATH, {"token": "plain-token-1"})
+    result = run_helper(["doctor"], "", {**env, "MLFLOW_OIDC_SCOPE": "mlflow"})
+    assert result.returncode == 0, result
+    assert "warn route 1 (vault): OAuth settings (oidc_ca_bundle, oidc_scope) are set" in (
+        result.stdout
+    )
+    got = run_helper(["get"], STDIN, {**env, "MLFLOW_OIDC_SCOPE": "mlflow"})
+    assert got.stdout == "Authorization: Bearer plain-token-1\n"

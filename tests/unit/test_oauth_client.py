@@ -183,7 +183,7 @@ def test_reading_a_token_response(answer: dict[str, object], expected: object) -
     [
         ({"token_type": "Bearer", "expires_in": 300}, BackendUnavailable),
         ({"access_token": "at-1", "token_type": "DPoP", "expires_in": 300}, InvalidSecret),
-        ({"access_token": "at-1", "expires_in": 300}, InvalidSecret),
+        ({"access_token": "at-1", "expires_in": 300}, BackendUnavailable),
         ({"access_token": "at-1", "token_type": "Bearer", "expires_in": 0}, BackendUnavailable),
         ({"access_token": "at-1", "token_type": "Bearer", "expires_in": True}, BackendUnavailable),
         (

@@ -204,6 +204,16 @@ def check_route(
         return [*checks, _unexpected(f"{label}: read {reference}", exc)]
     elapsed = monotonic() - started
     checks.append(Check("ok", f"{label}: logged in and read {reference} in {elapsed:.2f} s"))
+    if route.oauth and not oauth.holds_client(fetched.value):
+        names = ", ".join(key for key, _ in route.oauth)
+        checks.append(
+            Check(
+                "warn",
+                f"{label}: OAuth settings ({names}) are set, but the secret is not an OAuth "
+                "client, so they are not used",
+                ('an OAuth client is stored as {"client_id": "...", "client_secret": "..."}',),
+            )
+        )
     if oauth.holds_client(fetched.value):
         line, token = _check_exchange(label, route, fetched, reference, config, env, monotonic)
         checks.append(line)
