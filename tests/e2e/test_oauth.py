@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -430,3 +431,32 @@ def test_doctor_warns_when_oauth_settings_meet_a_plain_token(
     )
     got = run_helper(["get"], STDIN, {**env, "MLFLOW_OIDC_SCOPE": "mlflow"})
     assert got.stdout == "Authorization: Bearer plain-token-1\n"
+
+
+def test_without_authlib_a_client_is_one_config_line_with_the_install_command(
+    tmp_path: Path,
+    env: dict[str, str],
+    store: VaultNamespace,
+    oidc_provider: OidcProvider,
+    oidc_client: OAuthClient,
+) -> None:
+    store_client(store, oidc_client, oidc_provider)
+    script = tmp_path / "helper-without-authlib.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['authlib'] = None\n"
+        "from mlflow_secrets_helper.cli import main\n"
+        "raise SystemExit(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script), "get"],
+        input=STDIN.encode(),
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    assert_error(result, 5, "needs authlib", "[oidc]")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert oidc_provider.token_requests(oidc_client.client_id) == 0
