@@ -176,3 +176,30 @@ def _revoke_all(provider: OidcProvider, client_id: str, env: dict[str, str]) -> 
     provider.revoke(token)
     assert provider.introspect(token)["active"] is False
     return 1
+
+
+def test_curl_with_the_man_page_recipe_reaches_mlflow_behind_the_gateway(
+    helper_env: dict[str, str],
+    vault_ns: VaultNamespace,
+    oidc_provider: OidcProvider,
+    gateway: AuthGateway,
+) -> None:
+    client = oidc_provider.add_client(token_lifetime=60)
+    vault_ns.write(SECRET_PATH, client.secret_dict(oidc_provider))
+    env = client_env(helper_env, vault_ns, oidc_provider, gateway)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the installed helper
+    host = env["MLFLOW_SECRETS_ALLOWED_HOSTS"]
+    recipe = (
+        "set -euo pipefail\n"
+        f"hdr=$(echo http://{host} | mlflow-secrets-helper get) || exit\n"
+        "printf '%s\\n' \"$hdr\" |\n"
+        "  curl --fail-with-body -sS -H @- \\\n"
+        f"    '{gateway.url}/api/2.0/mlflow/experiments/search?max_results=1'\n"
+    )
+    done = subprocess.run(
+        ["bash", "-c", recipe], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "experiments" in json.loads(done.stdout)
+    assert gateway.counts()["accepted"] == 1
+    assert oidc_provider.token_requests(client.client_id) == 1
