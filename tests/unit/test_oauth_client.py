@@ -20,6 +20,7 @@ from mlflow_secrets_helper.errors import (
     HelperError,
     InvalidSecret,
 )
+from mlflow_secrets_helper.oauth.endpoint import read_token
 from mlflow_secrets_helper.secret import Secret
 
 CLIENT_SECRET = "cs-Zq8-very-secret"
@@ -175,7 +176,7 @@ def test_the_issuer_and_token_url_follow_the_same_rule() -> None:
     ],
 )
 def test_reading_a_token_response(answer: dict[str, object], expected: object) -> None:
-    assert oauth._read_token(answer, "https://idp.example.com/token") == expected
+    assert read_token(answer, "https://idp.example.com/token") == expected
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,7 @@ def test_a_token_response_that_cannot_be_used(
     answer: dict[str, object], error: type[HelperError]
 ) -> None:
     with pytest.raises(error):
-        oauth._read_token(answer, "https://idp.example.com/token")
+        read_token(answer, "https://idp.example.com/token")
 
 
 def test_every_setting_has_a_variable_under_the_oidc_prefix() -> None:
