@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +30,63 @@ STDIN = f"{HOST}\n"
 PATH = "mlflow/oauth"
 
 
+@dataclass
+class Idp:
+    """One test's world: the helper configured for a Vault route whose secret is an OAuth
+    client, the OpenBao namespace holding it and the OpenID Provider."""
+
+    provider: OidcProvider
+    store: VaultNamespace
+    run_helper: RunHelper
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **options: Any) -> OAuthClient:
+        """A new client registered at the provider (``add_client``'s options)."""
+        return self.provider.add_client(**options)
+
+    def keep(self, client: OAuthClient, **fields: str) -> None:
+        """Store ``client`` with the issuer, plus ``fields``, as the route's secret."""
+        self.store.write(PATH, client.secret_dict(self.provider, **fields))
+
+    def keep_fields(self, **fields: str) -> None:
+        """Store exactly ``fields`` as the route's secret."""
+        self.store.write(PATH, fields)
+
+    def run(self, args: list[str], stdin: str = STDIN, **env: str) -> Result:
+        return self.run_helper(args, stdin, {**self.env, **env})
+
+    def get(self, *options: str, **env: str) -> dict[str, Any]:
+        result = self.run([*options, "--format", "json", "get"], **env)
+        assert result.returncode == 0, result
+        answer: dict[str, Any] = json.loads(result.stdout)["ok"]
+        return answer
+
+    def exchanges(self, client: OAuthClient, status: int = 200) -> int:
+        return self.provider.token_requests(client.client_id, status)
+
+    def active(self, answer: dict[str, Any]) -> bool:
+        return bool(self.provider.introspect(bearer(answer))["active"])
+
+
 @pytest.fixture
-def store(vault_ns: VaultNamespace) -> VaultNamespace:
-    return vault_ns
-
-
-def oauth_env(
-    helper_env: dict[str, str], vault_ns: VaultNamespace, oidc_provider: OidcProvider, **extra: str
-) -> dict[str, str]:
-    token = vault_ns.reader_token(f"secret/data/{PATH}")
-    return {
+def idp(
+    helper_env: dict[str, str],
+    vault_ns: VaultNamespace,
+    oidc_provider: OidcProvider,
+    run_helper: RunHelper,
+) -> Iterator[Idp]:
+    env = {
         **helper_env,
         "MLFLOW_SECRETS_AUTH_ENABLE": "vault",
         "MLFLOW_SECRETS_ALLOWED_HOSTS": HOST,
         "VAULT_ADDR": vault_ns.bao.http_url,
         "VAULT_NAMESPACE": vault_ns.name,
-        "VAULT_TOKEN": token,
+        "VAULT_TOKEN": vault_ns.reader_token(f"secret/data/{PATH}"),
         "MLFLOW_VAULT_SECRET_PATH": f"secret/{PATH}",
         "MLFLOW_OIDC_CA_BUNDLE": oidc_provider.ca_path,
-        **extra,
     }
-
-
-@pytest.fixture
-def env(
-    helper_env: dict[str, str], vault_ns: VaultNamespace, oidc_provider: OidcProvider
-) -> dict[str, str]:
-    return oauth_env(helper_env, vault_ns, oidc_provider)
-
-
-def store_client(
-    vault_ns: VaultNamespace, client: OAuthClient, provider: OidcProvider, **extra: str
-) -> None:
-    vault_ns.write(PATH, client.secret_dict(provider, **extra))
-
-
-def get_json(run_helper: RunHelper, env: dict[str, str], *options: str) -> tuple[Result, Any]:
-    result = run_helper([*options, "--format", "json", "get"], STDIN, env)
-    assert result.returncode == 0, result
-    return result, json.loads(result.stdout)["ok"]
+    yield Idp(oidc_provider, vault_ns, run_helper, env)
+    oidc_provider.reset()  # no injected fault outlives its test
 
 
 def bearer(answer: dict[str, Any]) -> str:
@@ -96,233 +115,152 @@ def assert_error(result: Result, code: int, *needles: str, secret: str = "") -> 
 # --------------------------------------------------------------------------- the exchange
 
 
-def test_a_stored_client_becomes_a_cached_access_token(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider, scope="mlflow")
-    _, first = get_json(run_helper, env)
+def test_a_stored_client_becomes_a_cached_access_token(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep(client, scope="mlflow")
+    first = idp.get()
     token = bearer(first)
     assert first["source"] == "backend"
-    introspected = oidc_provider.introspect(token)
+    introspected = idp.provider.introspect(token)
     assert introspected["active"] is True
-    assert introspected["client_id"] == oidc_client.client_id
+    assert introspected["client_id"] == client.client_id
     assert introspected["scope"] == "mlflow"
     # an hour-long token is capped by the route's TTL (300 s by default)
     assert 200 < first["expires_at"] - time.time() <= 300
-    assert oidc_provider.token_requests(oidc_client.client_id) == 1
+    assert idp.exchanges(client) == 1
 
-    _, second = get_json(run_helper, env)
+    second = idp.get()
     assert (bearer(second), second["source"]) == (token, "cache")
-    assert oidc_provider.token_requests(oidc_client.client_id) == 1
-    on_disk = cache_bytes(env)
+    assert idp.exchanges(client) == 1
+    on_disk = cache_bytes(idp.env)
     assert on_disk and token.encode() not in on_disk
-    assert oidc_client.client_secret.encode() not in on_disk
+    assert client.client_secret.encode() not in on_disk
 
 
-def test_the_token_lasts_its_lifetime_less_the_margin_when_the_ttl_allows(
-    run_helper: RunHelper,
-    helper_env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-) -> None:
-    client = oidc_provider.add_client(token_lifetime=600)
-    store_client(store, client, oidc_provider)
-    env = oauth_env(helper_env, store, oidc_provider, MLFLOW_VAULT_TTL_SEC="3600")
+def test_the_token_lasts_its_lifetime_less_the_margin_when_the_ttl_allows(idp: Idp) -> None:
+    idp.keep(idp.client(token_lifetime=600))
     before = time.time()
-    _, answer = get_json(run_helper, env)
+    answer = idp.get(MLFLOW_VAULT_TTL_SEC="3600")
     # 600 s less a tenth (60 s): used for 540 s from when it was asked for
     assert before + 539 <= answer["expires_at"] <= time.time() + 541
     assert answer["refresh_after"] < answer["expires_at"]
 
 
-def test_client_secret_post_and_a_given_token_url_skip_discovery(
-    run_helper: RunHelper,
-    helper_env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-) -> None:
-    client = oidc_provider.add_client(auth_method="client_secret_post")
-    store.write(PATH, {"client_id": client.client_id, "client_secret": client.client_secret})
-    env = oauth_env(
-        helper_env,
-        store,
-        oidc_provider,
-        MLFLOW_OIDC_TOKEN_URL=oidc_provider.token_url,
+def test_client_secret_post_and_a_given_token_url_skip_discovery(idp: Idp) -> None:
+    client = idp.client(auth_method="client_secret_post")
+    idp.keep_fields(client_id=client.client_id, client_secret=client.client_secret)
+    discoveries = idp.provider.stats()["discovery_requests"]
+    answer = idp.get(
+        MLFLOW_OIDC_TOKEN_URL=idp.provider.token_url,
         MLFLOW_OIDC_AUTH_METHOD="client_secret_post",
         MLFLOW_OIDC_AUDIENCE="https://mlflow.example.com",
     )
-    discoveries = oidc_provider.stats()["discovery_requests"]
-    _, answer = get_json(run_helper, env)
-    assert oidc_provider.introspect(bearer(answer))["active"] is True
-    assert oidc_provider.stats()["discovery_requests"] == discoveries
-    (request,) = [
-        r for r in oidc_provider.stats()["requests"] if r["client_id"] == client.client_id
-    ]
+    assert idp.active(answer)
+    assert idp.provider.stats()["discovery_requests"] == discoveries
+    (request,) = idp.provider.requests_from(client.client_id)
     assert request["auth_method"] == "client_secret_post"
     assert request["audience"] == "https://mlflow.example.com"
 
 
-def test_discovery_is_remembered_between_exchanges(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider)
-    discoveries = oidc_provider.stats()["discovery_requests"]
-    get_json(run_helper, env)
-    get_json(run_helper, env, "--refresh")
-    assert oidc_provider.token_requests(oidc_client.client_id) == 2
-    assert oidc_provider.stats()["discovery_requests"] == discoveries + 1
+def test_discovery_is_remembered_between_exchanges(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep(client)
+    discoveries = idp.provider.stats()["discovery_requests"]
+    idp.get()
+    idp.get("--refresh")
+    assert idp.exchanges(client) == 2
+    assert idp.provider.stats()["discovery_requests"] == discoveries + 1
 
 
-def test_a_short_lived_token_is_replaced_before_it_ends(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-) -> None:
-    client = oidc_provider.add_client(token_lifetime=3)
-    store_client(store, client, oidc_provider)
-    _, first = get_json(run_helper, env)
+def test_a_short_lived_token_is_replaced_before_it_ends(idp: Idp) -> None:
+    client = idp.client(token_lifetime=3)
+    idp.keep(client)
+    first = idp.get()
     # 3 s less 1 s, refreshed ahead after 75-90 % of that
     assert first["expires_at"] - time.time() <= 2.0
     time.sleep(max(first["expires_at"] + 1 - time.time(), 0))  # whole seconds in the JSON
-    _, second = get_json(run_helper, env)
+    second = idp.get()
     assert second["source"] == "backend"
     assert bearer(second) != bearer(first)
-    assert oidc_provider.introspect(bearer(second))["active"] is True
-    assert oidc_provider.token_requests(client.client_id) == 2
+    assert idp.active(second)
+    assert idp.exchanges(client) == 2
 
 
-def test_many_cold_gets_make_one_exchange(
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider)
+def test_many_cold_gets_make_one_exchange(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep(client)
     procs = [
         subprocess.Popen(
             [HELPER, "get"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=idp.env,
         )
         for _ in range(16)
     ]
     outputs = [proc.communicate(STDIN.encode(), timeout=60) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), outputs
     assert len({out for out, _ in outputs}) == 1
-    assert oidc_provider.token_requests(oidc_client.client_id) == 1
+    assert idp.exchanges(client) == 1
 
 
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_wrong_client_secret_is_backend_denied(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    wrong = "wrong-" + oidc_client.client_secret
-    store.write(
-        PATH,
-        {
-            "client_id": oidc_client.client_id,
-            "client_secret": wrong,
-            "issuer": oidc_provider.issuer,
-        },
-    )
-    result = run_helper(["get"], STDIN, env)
+def test_a_wrong_client_secret_is_backend_denied(idp: Idp) -> None:
+    client = idp.client()
+    wrong = "wrong-" + client.client_secret
+    idp.keep_fields(client_id=client.client_id, client_secret=wrong, issuer=idp.provider.issuer)
+    result = idp.run(["get"])
     assert_error(result, 3, "invalid_client", "client_id and client_secret", secret=wrong)
-    assert oidc_client.client_secret not in result.stderr
+    assert client.client_secret not in result.stderr
 
 
-def test_a_scope_the_client_may_not_have_is_backend_denied(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider, scope="mlflow.read")
-    assert_error(run_helper(["get"], STDIN, env), 3, "invalid_scope", "MLFLOW_OIDC_SCOPE")
+def test_a_scope_the_client_may_not_have_is_backend_denied(idp: Idp) -> None:
+    idp.keep(idp.client(), scope="mlflow.read")
+    assert_error(idp.run(["get"]), 3, "invalid_scope", "MLFLOW_OIDC_SCOPE")
 
 
-def test_a_failing_token_endpoint_is_retried(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider)
-    oidc_provider.fault(2, status=503)
-    _, answer = get_json(run_helper, env)
-    assert oidc_provider.introspect(bearer(answer))["active"] is True
-    assert oidc_provider.token_requests(oidc_client.client_id, 503) == 2
+def test_a_failing_token_endpoint_is_retried(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep(client)
+    idp.provider.fault(2, status=503)
+    assert idp.active(idp.get())
+    assert idp.exchanges(client, 503) == 2
 
 
 def test_an_unavailable_token_endpoint_is_exit_4_and_no_stale_token_past_its_end(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
+    idp: Idp,
 ) -> None:
-    client = oidc_provider.add_client(token_lifetime=2)
-    store_client(store, client, oidc_provider)
-    _, first = get_json(run_helper, env)
+    idp.keep(idp.client(token_lifetime=2))
+    first = idp.get()
     time.sleep(max(first["expires_at"] + 1 - time.time(), 0))  # whole seconds in the JSON
-    oidc_provider.fault(10, status=500)
-    result = run_helper(["--timeout", "3", "get"], STDIN, env)
-    assert_error(result, 4, "HTTP 500")
-    oidc_provider.reset()
+    idp.provider.fault(10, status=500)
+    assert_error(idp.run(["--timeout", "3", "get"]), 4, "HTTP 500")
 
 
-def test_an_untrusted_certificate_names_the_ca_setting(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider)
-    del env["MLFLOW_OIDC_CA_BUNDLE"]
-    assert_error(run_helper(["get"], STDIN, env), 4, "TLS", "MLFLOW_OIDC_CA_BUNDLE")
+def test_an_untrusted_certificate_names_the_ca_setting(idp: Idp) -> None:
+    idp.keep(idp.client())
+    del idp.env["MLFLOW_OIDC_CA_BUNDLE"]
+    assert_error(idp.run(["get"]), 4, "TLS", "MLFLOW_OIDC_CA_BUNDLE")
     # requests' own variable works as requests documents it
-    _, answer = get_json(run_helper, {**env, "REQUESTS_CA_BUNDLE": oidc_provider.ca_path})
-    assert oidc_provider.introspect(bearer(answer))["active"] is True
+    assert idp.active(idp.get(REQUESTS_CA_BUNDLE=idp.provider.ca_path))
 
 
-def test_plain_http_to_a_name_is_refused_before_anything_is_sent(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_client: OAuthClient,
-) -> None:
-    store.write(
-        PATH,
-        {
-            "client_id": oidc_client.client_id,
-            "client_secret": oidc_client.client_secret,
-            "token_url": "http://localhost:9/token",
-        },
+def test_plain_http_to_a_name_is_refused_before_anything_is_sent(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep_fields(
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_url="http://localhost:9/token",
     )
-    assert_error(run_helper(["get"], STDIN, env), 5, "plain http", "https")
+    assert_error(idp.run(["get"]), 5, "plain http", "https")
 
 
 class _Redirect(JSONHandler):
     def do_POST(self) -> None:
-        owner: Redirector = self.server.owner  # type: ignore[attr-defined]
+        owner: Redirector = self.server.owner
         owner.hits.append(self.body())
         self.send_response(307)
         self.send_header("Location", owner.target)
@@ -353,94 +291,26 @@ def redirector(tmp_path: Path, oidc_provider: OidcProvider) -> Iterator[tuple[Re
 
 
 def test_the_client_secret_never_follows_a_redirect(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-    redirector: tuple[Redirector, str],
+    idp: Idp, redirector: tuple[Redirector, str]
 ) -> None:
     server, ca = redirector
-    store.write(
-        PATH,
-        {
-            "client_id": oidc_client.client_id,
-            "client_secret": oidc_client.client_secret,
-            "token_url": server.url + "/token",
-        },
+    client = idp.client()
+    idp.keep_fields(
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_url=server.url + "/token",
     )
-    result = run_helper(["get"], STDIN, {**env, "MLFLOW_OIDC_CA_BUNDLE": ca})
+    result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
     assert_error(result, 5, "redirect (HTTP 307)", "not followed")
     assert len(server.hits) == 1  # the one request made, to the configured endpoint
-    assert oidc_provider.token_requests(oidc_client.client_id) == 0
-    assert oidc_provider.token_requests(oidc_client.client_id, 401) == 0
-
-
-# --------------------------------------------------------------------------- operators
-
-
-def test_doctor_performs_the_exchange_and_shows_the_lifetime_never_the_token(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-) -> None:
-    client = oidc_provider.add_client(token_lifetime=900)
-    store_client(store, client, oidc_provider)
-    result = run_helper(["doctor"], "", env)
-    assert result.returncode == 0, result
-    assert "OAuth client" in result.stdout and client.client_id in result.stdout
-    assert oidc_provider.token_url in result.stdout
-    assert "expires in 900 s" in result.stdout
-    assert oidc_provider.token_requests(client.client_id) == 1
-    assert client.client_secret not in result.stdout + result.stderr
-
-
-def test_doctor_reports_a_refused_client(
-    run_helper: RunHelper,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
-) -> None:
-    store_client(store, oidc_client, oidc_provider)
-    oidc_provider.remove_client(oidc_client.client_id)
-    result = run_helper(["doctor"], "", env)
-    assert result.returncode == 3, result
-    assert "FAIL" in result.stdout and "invalid_client" in result.stdout
-
-
-def test_info_shows_the_oauth_settings(
-    run_helper: RunHelper, env: dict[str, str], oidc_provider: OidcProvider
-) -> None:
-    env = {**env, "MLFLOW_OIDC_SCOPE": "mlflow"}
-    result = run_helper(["info", "--json"], "", env)
-    assert result.returncode == 0, result
-    (route,) = json.loads(result.stdout)["routes"]
-    assert route["oauth"] == {"oidc_ca_bundle": oidc_provider.ca_path, "oidc_scope": "mlflow"}
-
-
-def test_doctor_warns_when_oauth_settings_meet_a_plain_token(
-    run_helper: RunHelper, env: dict[str, str], store: VaultNamespace
-) -> None:
-    store.write(PATH, {"token": "plain-token-1"})
-    result = run_helper(["doctor"], "", {**env, "MLFLOW_OIDC_SCOPE": "mlflow"})
-    assert result.returncode == 0, result
-    assert "warn route 1 (vault): OAuth settings (oidc_ca_bundle, oidc_scope) are set" in (
-        result.stdout
-    )
-    got = run_helper(["get"], STDIN, {**env, "MLFLOW_OIDC_SCOPE": "mlflow"})
-    assert got.stdout == "Authorization: Bearer plain-token-1\n"
+    assert idp.provider.requests_from(client.client_id) == []
 
 
 def test_without_authlib_a_client_is_one_config_line_with_the_install_command(
-    tmp_path: Path,
-    env: dict[str, str],
-    store: VaultNamespace,
-    oidc_provider: OidcProvider,
-    oidc_client: OAuthClient,
+    tmp_path: Path, idp: Idp
 ) -> None:
-    store_client(store, oidc_client, oidc_provider)
+    client = idp.client()
+    idp.keep(client)
     script = tmp_path / "helper-without-authlib.py"
     script.write_text(
         "import sys\n"
@@ -451,7 +321,7 @@ def test_without_authlib_a_client_is_one_config_line_with_the_install_command(
     proc = subprocess.run(
         [sys.executable, "-I", str(script), "get"],
         input=STDIN.encode(),
-        env=env,
+        env=idp.env,
         capture_output=True,
         timeout=60,
         check=False,
@@ -459,4 +329,46 @@ def test_without_authlib_a_client_is_one_config_line_with_the_install_command(
     result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     assert_error(result, 5, "needs authlib", "[oidc]")
     assert len(result.stderr.strip().splitlines()) == 1
-    assert oidc_provider.token_requests(oidc_client.client_id) == 0
+    assert idp.provider.requests_from(client.client_id) == []
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def test_doctor_performs_the_exchange_and_shows_the_lifetime_never_the_token(idp: Idp) -> None:
+    client = idp.client(token_lifetime=900)
+    idp.keep(client)
+    result = idp.run(["doctor"], "")
+    assert result.returncode == 0, result
+    assert "OAuth client" in result.stdout and client.client_id in result.stdout
+    assert idp.provider.token_url in result.stdout
+    assert "expires in 900 s" in result.stdout
+    assert idp.exchanges(client) == 1
+    assert client.client_secret not in result.stdout + result.stderr
+
+
+def test_doctor_reports_a_refused_client(idp: Idp) -> None:
+    client = idp.client()
+    idp.keep(client)
+    idp.provider.remove_client(client.client_id)
+    result = idp.run(["doctor"], "")
+    assert result.returncode == 3, result
+    assert "FAIL" in result.stdout and "invalid_client" in result.stdout
+
+
+def test_doctor_warns_when_oauth_settings_meet_a_plain_token(idp: Idp) -> None:
+    idp.keep_fields(token="plain-token-1")
+    result = idp.run(["doctor"], "", MLFLOW_OIDC_SCOPE="mlflow")
+    assert result.returncode == 0, result
+    assert "warn route 1 (vault): OAuth settings (oidc_ca_bundle, oidc_scope) are set" in (
+        result.stdout
+    )
+    got = idp.run(["get"], MLFLOW_OIDC_SCOPE="mlflow")
+    assert got.stdout == "Authorization: Bearer plain-token-1\n"
+
+
+def test_info_shows_the_oauth_settings(idp: Idp) -> None:
+    result = idp.run(["info", "--json"], "", MLFLOW_OIDC_SCOPE="mlflow")
+    assert result.returncode == 0, result
+    (route,) = json.loads(result.stdout)["routes"]
+    assert route["oauth"] == {"oidc_ca_bundle": idp.provider.ca_path, "oidc_scope": "mlflow"}

@@ -13,8 +13,9 @@ Fixtures:
 ``auth_gateway`` (session)
     :class:`AuthGateway` in front of ``mlflow_basic_server``: takes ``Authorization:
     Bearer <token>`` checked by introspection at ``oidc_provider``, forwards as the MLflow
-    admin. Its counts are cumulative: compare before and after, or ``reset()`` in a test
-    that owns it (function-scoped gateways are cheap: ``AuthGateway(...)`` directly).
+    admin. Its counts are cumulative: compare before and after.
+``own_gateway`` (function)
+    the same, for one test: its counts are that test's alone.
 """
 
 from __future__ import annotations
@@ -52,15 +53,31 @@ def oidc_client(oidc_provider: OidcProvider) -> Iterator[OAuthClient]:
     oidc_provider.remove_client(client.client_id)
 
 
+def gateway_for(provider: OidcProvider, server: MlflowServer) -> AuthGateway:
+    """A gateway in front of ``server`` taking tokens that introspect as active at
+    ``provider``, and forwarding as the MLflow admin."""
+    return AuthGateway(
+        server.url, Introspection(provider), upstream_headers={"Authorization": basic_auth(*ADMIN)}
+    )
+
+
 @pytest.fixture(scope="session")
 def auth_gateway(
     oidc_provider: OidcProvider, mlflow_basic_server: MlflowServer
 ) -> Iterator[AuthGateway]:
-    gateway = AuthGateway(
-        mlflow_basic_server.url,
-        Introspection(oidc_provider),
-        upstream_headers={"Authorization": basic_auth(*ADMIN)},
-    )
+    gateway = gateway_for(oidc_provider, mlflow_basic_server)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def own_gateway(
+    oidc_provider: OidcProvider, mlflow_basic_server: MlflowServer
+) -> Iterator[AuthGateway]:
+    """Like ``auth_gateway``, but the test's own: its counts start at zero."""
+    gateway = gateway_for(oidc_provider, mlflow_basic_server)
     try:
         yield gateway
     finally:
