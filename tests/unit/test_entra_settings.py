@@ -41,7 +41,8 @@ def test_a_scope_or_a_resource_becomes_one_default_scope(given: str, scope: str)
         ("mlflow", "not an Entra ID scope"),
         ("/.default", "not an Entra ID scope"),
         ("api:///.default", "not an Entra ID scope"),
-        ("api://caf\u00e9/.default", "one scope"),
+        ("api://caf\u00e9/.default", "not an Entra ID scope"),
+        ("api://app\x00/.default", "not an Entra ID scope"),
     ],
 )
 def test_a_bad_scope_is_a_config_error_with_a_hint(given: str, words: str) -> None:

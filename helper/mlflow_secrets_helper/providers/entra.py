@@ -75,7 +75,7 @@ def token_scope(value: str) -> str:
     text = value.strip()
     if not text:
         raise ConfigError("no Entra ID token scope is configured", hints=[_SCOPE_HINT])
-    if not text.isascii() or _NOT_IN_A_SCOPE.search(text) or not text.isprintable():
+    if _NOT_IN_A_SCOPE.search(text):
         raise ConfigError(
             f"{SCOPE_VARIABLE} must be one scope (no spaces, commas, query, fragment or user info)",
             hints=[
