@@ -123,7 +123,9 @@ class _ManagedIdentityHandler(JSONHandler):
             return
         resource = query.get("resource", "")
         subject = f"mi:{client_id or 'system'}"
-        token, expires_on = owner.registry.issue(subject, owner.tenant, audience(resource))
+        token, expires_on = owner.registry.issue(
+            subject, owner.tenant, audience(resource), owner.lifetime
+        )
         self.send_json(
             200,
             {
@@ -148,6 +150,8 @@ class ManagedIdentityEndpoint(BackgroundServer):
         self.system_client_id = str(uuid.uuid4())
         self.user_assigned: set[str] = set()
         self.fail_with = 0
+        #: seconds each token it issues lives (App Service issues tokens for about a day)
+        self.lifetime = 3600
         self.requests: list[dict[str, Any]] = []
         super().__init__()
 

@@ -51,6 +51,13 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
             "MLFLOW_AZURE_SECRET_NAME": "mlflow-auth",
         },
     ),
+    "entra-id": (
+        ("azure.identity",),
+        {
+            "MLFLOW_SECRETS_AUTH_ENABLE": "entra-id",
+            "MLFLOW_AZURE_TOKEN_SCOPE": "api://3f0c4c1e-5a2b-4d7e-9c1f-2b3a4c5d6e7f/.default",
+        },
+    ),
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_secrets_helper import diagnostics, providers
+from mlflow_secrets_helper.diagnostics.doctor import valid_for
 from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES
 from mlflow_secrets_helper.diagnostics.report import Check, exit_status, render
 from mlflow_secrets_helper.errors import InvalidInput
@@ -31,6 +32,25 @@ def test_describe_header_shows_name_and_scheme_only() -> None:
         diagnostics.describe_header("Authorization", bearer) == "Authorization: Bearer <redacted>"
     )
     assert diagnostics.describe_header("X-Auth", basic) == "X-Auth: Basic <redacted>"
+
+
+@pytest.mark.parametrize(
+    ("left", "shown"),
+    [
+        (None, ""),
+        (-5.0, "; valid for 0 s"),
+        (3.6, "; valid for 3 s"),
+        (119.9, "; valid for 119 s"),
+        (3540.0, "; valid for 59 min"),
+        (3 * 86400.0, "; valid for 3 d"),
+    ],
+)
+def test_doctor_says_how_long_a_value_is_used(left: float | None, shown: str) -> None:
+    """A read that says until when its value may be used (a token, a lease, an expiry
+    date) is reported with the time left; the value itself never is."""
+    now = 1_800_000_000.0
+    expires_at = None if left is None else now + left
+    assert valid_for(expires_at, now) == shown
 
 
 def test_the_first_failure_sets_the_exit_status() -> None:
@@ -77,10 +97,11 @@ def test_info_shows_the_variables_each_spec_names(tmp_path: Path) -> None:
     report = json.loads(text)
     assert [row["name"] for row in report["providers"]] == [spec.name for spec in specs]
     assert [row["sdk_module"] for row in report["providers"]] == [spec.sdk for spec in specs]
-    credentials = [name for spec in specs for name in spec.credential_variables]
+    # providers on one SDK share its sign-in variables: each is shown once
+    credentials = list(dict.fromkeys(name for spec in specs for name in spec.credential_variables))
     assert list(report["credentials"])[: len(credentials)] == credentials
     assert {report["credentials"][name] for name in credentials} == {"set"}
-    locations = [name for spec in specs for name in spec.location_variables]
+    locations = list(dict.fromkeys(name for spec in specs for name in spec.location_variables))
     assert list(report["locations"]) == [*locations, *CA_VARIABLES]
     assert report["locations"][locations[0]] == f"at-{locations[0]}"
     assert report["locations"][CA_VARIABLES[0]] == "https://where.example/p"

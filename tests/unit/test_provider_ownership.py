@@ -55,31 +55,50 @@ def module_of(spec: ProviderSpec) -> set[str]:
     raise AssertionError(f"no module holds the spec of {spec.name}")
 
 
-def owned_variables(spec: ProviderSpec) -> list[str]:
-    """The variables only this provider reads: its toggle, its own prefix's variables and
-    the credential and location variables of its backend."""
+def owners(variable: str) -> list[ProviderSpec]:
+    """The providers a variable belongs to: a toggle's provider; else the provider with the
+    longest prefix the variable starts with (``MLFLOW_AZURE_TOKEN_SCOPE`` is Entra ID's,
+    although ``MLFLOW_AZURE_`` is Azure Key Vault's prefix); else every provider that reads
+    it as a credential or location variable (one SDK's sign-in chain, shared)."""
+    specs = providers.specs()
+    toggled = [spec for spec in specs if spec.toggle == variable]
+    if toggled:
+        return toggled
+    prefixed = [spec for spec in specs if variable.startswith(spec.env_prefix + "_")]
+    if prefixed:
+        return [max(prefixed, key=lambda spec: len(spec.env_prefix))]
     return [
-        variable
-        for variable in spec.variables()
-        if variable == spec.toggle
-        or variable.startswith(spec.env_prefix + "_")
-        or variable in spec.credential_variables
-        or variable in spec.location_variables
+        spec
+        for spec in specs
+        if variable in spec.credential_variables or variable in spec.location_variables
     ]
+
+
+def owned_variables(spec: ProviderSpec) -> list[str]:
+    """The variables this provider owns, alone or with the providers sharing its sign-in:
+    its toggle, its own prefix's variables and the credential and location variables of
+    its backend."""
+    return [variable for variable in spec.variables() if spec in owners(variable)]
+
+
+def test_the_longest_prefix_owns_a_variable() -> None:
+    by_prefix = {spec.env_prefix: spec for spec in providers.specs()}
+    assert owners("MLFLOW_AZURE_TOKEN_SCOPE") == [by_prefix["MLFLOW_AZURE_TOKEN"]]
+    assert owners("MLFLOW_AZURE_SECRET_NAME") == [by_prefix["MLFLOW_AZURE"]]
 
 
 @pytest.mark.parametrize("spec", providers.specs(), ids=lambda spec: spec.name)
 def test_each_provider_variable_is_written_in_its_module_only(spec: ProviderSpec) -> None:
-    own = module_of(spec)
     elsewhere = {}
     for variable in owned_variables(spec):
+        own = set().union(*(module_of(owner) for owner in owners(variable)))
         named = modules_naming(variable)
         # <prefix>_AUTH_MODE and <prefix>_TTL_SEC are built from the prefix; nothing spells them
         derived = variable in (f"{spec.env_prefix}_AUTH_MODE", f"{spec.env_prefix}_TTL_SEC")
         if named - own or not (named or derived):
             elsewhere[variable] = sorted(named)
-    assert modules_naming(spec.env_prefix) <= own
-    assert not elsewhere, f"{spec.name} variables written outside {sorted(own)}: {elsewhere}"
+    assert modules_naming(spec.env_prefix) <= module_of(spec)
+    assert not elsewhere, f"{spec.name} variables written outside their owners: {elsewhere}"
 
 
 @pytest.mark.parametrize("module", NEUTRAL)
@@ -121,9 +140,21 @@ def test_no_other_module_writes_a_providers_prefix(spec: ProviderSpec) -> None:
     would need editing for every new provider: it is derived from the specs instead."""
     own = module_of(spec)
     prefix = spec.env_prefix + "_"
+    # a longer prefix that starts with this one is another provider's (MLFLOW_AZURE_TOKEN)
+    longer = [
+        re.compile(rf"{re.escape(other.env_prefix)}(?![A-Za-z0-9])")
+        for other in providers.specs()
+        if other.env_prefix.startswith(prefix)
+    ]
+
+    def writes_prefix(text: str) -> bool:
+        for other in longer:
+            text = other.sub("", text)
+        return prefix in text
+
     elsewhere = sorted(
         module
         for module, texts in strings().items()
-        if module not in own and any(prefix in text for text in texts)
+        if module not in own and any(map(writes_prefix, texts))
     )
     assert not elsewhere, f"{prefix} is written in {elsewhere}"

@@ -163,6 +163,7 @@ def check_route(
     *,
     fallback: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.time,
 ) -> list[Check]:
     """SDK, login and read, secret format and header for one route. Never shows the value.
 
@@ -203,7 +204,8 @@ def check_route(
     except Exception as exc:  # noqa: BLE001 - an SDK surprise: its type only, never its text
         return [*checks, _unexpected(f"{label}: read {reference}", exc)]
     elapsed = monotonic() - started
-    checks.append(Check("ok", f"{label}: logged in and read {reference} in {elapsed:.2f} s"))
+    read = f"{label}: logged in and read {reference} in {elapsed:.2f} s"
+    checks.append(Check("ok", read + valid_for(fetched.expires_at, clock())))
     if route.oauth and not oauth.holds_client(fetched.value):
         names = ", ".join(key for key, _ in route.oauth)
         checks.append(
@@ -285,6 +287,19 @@ def _check_exchange(
         f"{display_url(token.token_url)} ({lifetime})",
     )
     return line, token.fetched()
+
+
+def valid_for(expires_at: float | None, now: float) -> str:
+    """``; valid for N s`` (or min, or d) when the backend said until when the value may be
+    used (a token's end less the margin, a lease, an expiry date); empty otherwise."""
+    if expires_at is None:
+        return ""
+    left = max(int(expires_at - now), 0)
+    if left < 120:
+        return f"; valid for {left} s"
+    if left < 2 * 86400:
+        return f"; valid for {left // 60} min"
+    return f"; valid for {left // 86400} d"
 
 
 def describe_header(name: str, credential: Credential) -> str:

@@ -151,7 +151,7 @@ def _secret_version(value: str) -> str | None:
     return version
 
 
-def _client_id(value: str) -> str | None:
+def managed_identity_client_id(value: str) -> str | None:
     client_id = value.strip().lower()
     if not client_id:
         return None
@@ -174,9 +174,9 @@ class AzureKeyVaultProvider:
         self.vault_url = vault_url_from(settings.get("vault_url", ""))
         self.secret_name = _secret_name(settings.get("secret_name", ""))
         self.secret_version = _secret_version(settings.get("secret_version", ""))
-        self.client_id = _client_id(settings.get("client_id", ""))
+        self.client_id = managed_identity_client_id(settings.get("client_id", ""))
         self._seams = seams
-        self._direct_login = is_loopback_url(env.get("AZURE_AUTHORITY_HOST", "").strip())
+        self._direct_login = direct_login(env)
 
     def __repr__(self) -> str:
         return f"AzureKeyVaultProvider({self.reference()!r})"
@@ -205,7 +205,6 @@ class AzureKeyVaultProvider:
             raise self._too_slow(0.0)
         import threading  # only a backend read needs it: keep it off the cache-hit path
 
-        _keep_sdk_logs_off_the_terminal()
         outcome: list[Fetched | BaseException] = []
         worker = threading.Thread(
             target=self._read_into,
@@ -245,18 +244,12 @@ class AzureKeyVaultProvider:
             outcome.append(mapped or error)
 
     def _read(self, deadline: float, budget: float) -> Fetched:
-        from azure.identity import DefaultAzureCredential
-
-        credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
-        if self.client_id:
-            credential_options["managed_identity_client_id"] = self.client_id
-        if self._direct_login:  # a loopback authority is contacted directly, never via a proxy
-            credential_options["proxies"] = no_proxies()
-        # the token endpoints' answers are size-limited like the vault's
-        credential_options["transport"] = _bounded_transport(
-            f"the Azure sign-in for {self.vault_url}"
+        credential = default_credential(
+            f"the Azure sign-in for {self.vault_url}",
+            client_id=self.client_id,
+            direct_login=self._direct_login,
         )
-        with DefaultAzureCredential(**credential_options) as credential:
+        with credential:
             factory = self._seams.client_factory or _secret_client
             client = factory(self.vault_url, credential)
             try:
@@ -347,19 +340,7 @@ class AzureKeyVaultProvider:
                 ],
             )
         if isinstance(error, ClientAuthenticationError) and error.status_code is None:
-            # raised by the credential: no source in the chain produced a token
-            summary = _chain_summary(error.message)
-            if _looks_like_network(summary):
-                return BackendUnavailable(
-                    f"cannot get an Azure token for {self.vault_url}: {summary}"
-                )
-            return BackendDenied(
-                f"no Azure credential could get a token for {self.vault_url}: {summary}",
-                hints=[
-                    "configure a managed identity, a service principal (AZURE_TENANT_ID, "
-                    "AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), workload identity, or run 'az login'"
-                ],
-            )
+            return sign_in_error(error, self.vault_url)
         if isinstance(error, HttpResponseError):
             status = error.status_code or 0
             code = _codes(error) or f"HTTP {status}"
@@ -410,6 +391,47 @@ class AzureKeyVaultProvider:
                 hints=["check MLFLOW_AZURE_KEY_VAULT_URL"],
             )
         return None
+
+
+def direct_login(env: Mapping[str, str]) -> bool:
+    """Whether ``AZURE_AUTHORITY_HOST`` is a loopback address, reached directly (no proxy)."""
+    return is_loopback_url(env.get("AZURE_AUTHORITY_HOST", "").strip())
+
+
+def default_credential(
+    where: str, *, client_id: str | None, direct_login: bool, **options: Any
+) -> Any:
+    """``DefaultAzureCredential`` as the Azure providers sign in: the interactive browser
+    excluded, a user-assigned managed identity when ``client_id`` is set, a loopback
+    authority contacted directly, the token endpoints' answers size-limited (``where``
+    names them in the error), SDK log records kept off the terminal. ``options`` go to the
+    credential as they are (azure-core pipeline settings such as ``retry_total``)."""
+    from azure.identity import DefaultAzureCredential
+
+    _keep_sdk_logs_off_the_terminal()
+    credential_options: dict[str, Any] = {"exclude_interactive_browser_credential": True}
+    if client_id:
+        credential_options["managed_identity_client_id"] = client_id
+    if direct_login:  # a loopback authority is contacted directly, never via a proxy
+        credential_options["proxies"] = no_proxies()
+    credential_options["transport"] = _bounded_transport(where)
+    return DefaultAzureCredential(**credential_options, **options)
+
+
+def sign_in_error(error: Exception, target: str) -> HelperError:
+    """The helper's error when ``DefaultAzureCredential`` got no token for ``target`` (its
+    ``ClientAuthenticationError`` without an HTTP status): unavailable when the chain failed
+    on the network, denied otherwise, with what each credential said in one line."""
+    summary = _chain_summary(str(getattr(error, "message", "") or error))
+    if _looks_like_network(summary):
+        return BackendUnavailable(f"cannot get an Azure token for {target}: {summary}")
+    return BackendDenied(
+        f"no Azure credential could get a token for {target}: {summary}",
+        hints=[
+            "configure a managed identity, a service principal (AZURE_TENANT_ID, "
+            "AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), workload identity, or run 'az login'"
+        ],
+    )
 
 
 def _codes(error: Any) -> str:
