@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: priority order: the first enabled provider that has the secret serves
-MODULES: tuple[str, ...] = ("vault", "aws", "azure")
+MODULES: tuple[str, ...] = ("vault", "aws", "azure", "file")
 
 _specs: tuple[ProviderSpec, ...] | None = None
 
