@@ -159,7 +159,7 @@ def walk(path: str) -> Walked:
             target = _readlink(here, path)
             if target.startswith("/"):
                 del directories[1:]
-            pending.extend(reversed(_components(target)))
+            pending.extend(_components(target))
             continue
         if pending:
             if not stat.S_ISDIR(st.st_mode):
@@ -284,20 +284,22 @@ def read_file(path: str) -> str:
 
 def _settled(path: str, look: Callable[[], T]) -> T:
     """``look()``, done again while a swap changes the path underneath it."""
-    changed = _Changed(path, vanished=True)
-    for _ in range(ATTEMPTS):
+    for _ in range(ATTEMPTS - 1):
         try:
             return look()
-        except _Changed as again:
-            changed = again
-    # a swap settles at once: what is still missing behind a link (a dangling one) is not
-    # there, and a file replaced at every look is being rewritten faster than it is read
-    if changed.vanished:
-        raise _missing(path, changed.where)
-    raise BackendUnavailable(
-        f"the secret file {path} was replaced {ATTEMPTS} times while it was read",
-        hints=["whatever writes the file should replace it with one rename, not rewrite it"],
-    )
+        except _Changed:
+            continue
+    try:
+        return look()
+    except _Changed as last:
+        # a swap settles at once: what is still missing behind a link (a dangling one) is
+        # not there, and a file replaced at every look is rewritten faster than it is read
+        if last.vanished:
+            raise _missing(path, last.where) from None
+        raise BackendUnavailable(
+            f"the secret file {path} was replaced {ATTEMPTS} times while it was read",
+            hints=["whatever writes the file should replace it with one rename, not rewrite it"],
+        ) from None
 
 
 def _read_walked(path: str, walked: Walked) -> str:
