@@ -24,7 +24,6 @@ Seams: ``clock`` (when to re-check); nothing else, the file system is the real o
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -255,6 +254,8 @@ def _readlink(here: str, path: str) -> str:
 
 def _os_error(exc: OSError, here: str, path: str, *, linked: bool) -> Exception:
     """The typed error for a failed look at ``here`` on the way to ``path``."""
+    import errno  # only a failure needs it: keep it off the cache-hit path
+
     if exc.errno in (errno.ENOENT, errno.EINVAL):  # EINVAL: readlink of what is no link now
         if linked or exc.errno == errno.EINVAL:
             return _Changed(here, vanished=exc.errno == errno.ENOENT)
@@ -266,8 +267,8 @@ def _os_error(exc: OSError, here: str, path: str, *, linked: bool) -> Exception:
             f"cannot read the secret file {path}: permission denied at {here}",
             hints=[f"the file and its directories must be readable by uid {os.geteuid()}"],
         )
-    if exc.errno == errno.ELOOP:
-        return ConfigError(f"the secret file {path}: too many symbolic links", hints=[_WHERE])
+    if exc.errno == errno.ELOOP:  # a link put at the last component since the walk
+        return _Changed(here, vanished=False)
     return ConfigError(f"cannot read the secret file {path}: {exc.strerror or 'error'}")
 
 
@@ -307,9 +308,7 @@ def _read_walked(path: str, walked: Walked) -> str:
     try:
         fd = os.open(walked.real, flags)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a link put there since the walk
-            raise _Changed(walked.real, vanished=False) from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
+        if isinstance(exc, PermissionError):
             raise ConfigError(
                 f"cannot read the secret file {path}: permission denied",
                 hints=[
