@@ -2,7 +2,7 @@
 MLflow plugin against a real MLflow server.
 
 The secret is a file in a directory laid out as the kubelet lays out a secret volume
-(``tests.unit.test_file_source.Kubelet``): rotations are the kubelet's ``..data`` swap.
+(``tests.support.kubelet.Kubelet``): rotations are the kubelet's ``..data`` swap.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pytest
 
 from mlflow_secrets_helper.providers.file import RECHECK_SEC
 from tests.conftest import GIT_HELPER, HELPER, Result, RunHelper
+from tests.support.kubelet import Kubelet
 from tests.support.mlflow_server import MlflowServer
-from tests.unit.test_file_source import OTHER_UID, Kubelet
+from tests.unit.test_file_source import OTHER_UID
 
 HOST = "mlflow.example.com"
 TOKEN = "tok-3c9a51e7f02b4d68"

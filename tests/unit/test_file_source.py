@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from mlflow_secrets_helper.providers import Provider, file
 from mlflow_secrets_helper.resolve import Resolver
 from mlflow_secrets_helper.secret import MAX_SECRET_BYTES, parse_secret
 from tests.support.contract import CANARY, ProviderContract, deadline
+from tests.support.kubelet import Kubelet
 
 #: a uid no account on the machine has: "another user"
 OTHER_UID = 12345
@@ -64,38 +64,6 @@ def refused(path: Path | str) -> ConfigError:
     assert "\n" not in error.message and error.hints
     assert error.exit_code == 5
     return error
-
-
-class Kubelet:
-    """A secret volume written the way the kubelet's atomic writer writes it: each update
-    is a new ``..<timestamp>`` directory, a ``..data_tmp`` link to it renamed over
-    ``..data`` (atomic), the visible names linked to ``..data/<name>`` once, and the
-    previous directory removed."""
-
-    def __init__(self, volume: Path) -> None:
-        volume.mkdir(parents=True)
-        volume.chmod(0o1777)  # a tmpfs mount's root: drwxrwxrwt root
-        self.volume = volume
-        self._stamps = itertools.count()
-        self._current: Path | None = None
-
-    def write(self, files: dict[str, str]) -> None:
-        stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + f"{next(self._stamps):09d}"
-        new = self.volume / stamp
-        new.mkdir(mode=0o755)
-        for name, text in files.items():
-            (new / name).write_text(text)
-            (new / name).chmod(0o644)
-        staged = self.volume / "..data_tmp"
-        staged.symlink_to(stamp)
-        os.rename(staged, self.volume / "..data")
-        for name in files:
-            visible = self.volume / name
-            if not visible.is_symlink():
-                visible.symlink_to(f"..data/{name}")
-        if self._current is not None:
-            shutil.rmtree(self._current)
-        self._current = new
 
 
 # -- the provider contract, on files ---------------------------------------------------
