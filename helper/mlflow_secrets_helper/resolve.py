@@ -256,9 +256,9 @@ class Resolver:
             store=not fetched.local,
         )
         if fetched.local:
-            # Never cached: the caller asks again when the provider said to re-read.
-            again = fetched.expires_at if fetched.expires_at is not None else self._clock()
-            entry = entry._replace(expires_at=again, refresh_after=again)
+            # Never cached: the caller asks again when the provider said to re-read, or
+            # sooner when the route's TTL is shorter (the entry's expiry is the earlier).
+            entry = entry._replace(refresh_after=entry.expires_at)
         return self._answer(candidate, entry, "backend")
 
     def _stale(self, candidate: _Candidate, failure: BackendUnavailable) -> Answer | None:

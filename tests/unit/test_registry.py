@@ -19,6 +19,7 @@ MINIMAL: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "aws-secrets-manager": ({"secret_name": "mlflow/token"}, {"AWS_REGION": "us-east-1"}),
     "azure-key-vault": ({"vault_url": "kv1", "secret_name": "mlflow-token"}, {}),
     "entra-id": ({"token_scope": "api://3f0c4c1e-5a2b-4d7e-9c1f-2b3a4c5d6e7f/.default"}, {}),
+    "file": ({"path": "/run/secrets/mlflow-token"}, {}),
 }
 
 #: the import names of every provider SDK and of what they pull in
@@ -40,6 +41,9 @@ def test_names_follow_the_module_order() -> None:
 @pytest.mark.parametrize("field", ["name", "toggle", "env_prefix", "sdk"])
 def test_what_identifies_a_provider_is_unique(field: str) -> None:
     values = [getattr(spec, field) for spec in providers.specs()]
+    if field in ("sdk", "extra"):  # a provider that needs no SDK (the file source) has none
+        assert all(bool(spec.sdk) == bool(spec.extra) for spec in providers.specs())
+        values = [value for value in values if value]
     assert all(values), values
     assert len(set(values)) == len(values), values
 
@@ -68,10 +72,12 @@ def test_a_spec_is_consistent(spec: ProviderSpec) -> None:
     assert spec.toggle.startswith("MLFLOW_SECRETS_AUTH_ENABLE_")
     assert spec.locator in spec.settings
     assert {setting for _, setting in spec.env_settings} <= spec.settings
-    assert spec.secret_variable().startswith(spec.env_prefix + "_")
     for variable, _ in spec.env_settings:
-        assert variable.startswith(spec.env_prefix + "_"), variable
+        # the prefix itself may name the secret (MLFLOW_SECRETS_FILE)
+        assert variable == spec.env_prefix or variable.startswith(spec.env_prefix + "_"), variable
     assert spec.extra in spec.install_hint()
+    if not spec.sdk:
+        assert spec.install_hint() == f"the {spec.name} provider needs no SDK"
 
 
 def test_the_minimal_routes_cover_every_provider() -> None:

@@ -295,6 +295,15 @@ def test_a_local_copy_is_never_cached_and_is_read_again_when_it_says(world: Worl
     assert world.fakes["a"].calls == 2
 
 
+@pytest.mark.parametrize(("ttl", "again"), [(100.0, 10.0), (4.0, 4.0), (0.0, 0.0)])
+def test_a_shorter_ttl_makes_callers_ask_for_a_local_copy_sooner(
+    world: World, ttl: float, again: float
+) -> None:
+    world.fakes["a"].answer(Fetched(Secret("tok-file-1"), T0 + 10.0, local=True))
+    answer = world.resolver(ttl=ttl).get(HOST)
+    assert (answer.expires_at, answer.refresh_after) == (T0 + again, T0 + again)
+
+
 @pytest.mark.parametrize(
     ("lifetime", "used_for"),
     [

@@ -177,11 +177,14 @@ def check_route(
         return [Check.failed(f"{label}: settings", exc)]
     reference = provider.reference()
     spec = providers.spec(route.provider)
-    if not sdk_installed(spec):
+    if not spec.sdk:
+        checks.append(Check("ok", f"{label}: no SDK needed"))
+    elif not sdk_installed(spec):
         return [
             Check("FAIL", f"{label}: SDK {spec.sdk} is not installed", (spec.install_hint(),), 5)
         ]
-    checks.append(Check("ok", f"{label}: SDK {spec.sdk} is installed"))
+    else:
+        checks.append(Check("ok", f"{label}: SDK {spec.sdk} is installed"))
     checks.extend(Check("warn", f"{label}: {w}") for w in provider.warnings())
 
     started = monotonic()
@@ -204,7 +207,8 @@ def check_route(
     except Exception as exc:  # noqa: BLE001 - an SDK surprise: its type only, never its text
         return [*checks, _unexpected(f"{label}: read {reference}", exc)]
     elapsed = monotonic() - started
-    read = f"{label}: logged in and read {reference} in {elapsed:.2f} s"
+    done = "logged in and read" if spec.sdk else "read"
+    read = f"{label}: {done} {reference} in {elapsed:.2f} s"
     checks.append(Check("ok", read + valid_for(fetched.expires_at, clock())))
     if route.oauth and not oauth.holds_client(fetched.value):
         names = ", ".join(key for key, _ in route.oauth)

@@ -44,7 +44,10 @@ def info(env: Mapping[str, str], *, as_json: bool, timeout: float | None = None)
 
 
 def sdk_installed(spec: ProviderSpec) -> bool:
-    """Whether the provider's SDK can be imported (found, not imported)."""
+    """Whether the provider's SDK can be imported (found, not imported); True for a
+    provider that needs none."""
+    if not spec.sdk:
+        return True
     try:
         return importlib.util.find_spec(spec.sdk) is not None
     except (ImportError, ValueError):
@@ -113,7 +116,7 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
             "name": spec.name,
             "enabled": spec.name in enabled or spec.name in configured,
             "configured": spec.name in configured,
-            "sdk_module": spec.sdk,
+            "sdk_module": spec.sdk or None,
             "sdk_installed": sdk_installed(spec),
         }
         provider_rows.append(row)
@@ -140,13 +143,15 @@ def _report(env: Mapping[str, str], timeout: float | None) -> dict[str, Any]:
         }
         for number, route in enumerate(config.routes, 1):
             reference: str | None = None
+            state: str | None = None
             try:
                 provider = providers.create(route.provider, route.settings, env)
                 reference = provider.reference()
                 warnings.extend(provider.warnings())
+                state = _local_state(provider)
             except HelperError as exc:
                 error(_in_route(exc, number, route))
-            routes.append(_route_row(route, reference))
+            routes.append({**_route_row(route, reference), "state": state})
         warnings.extend(policy_warnings(config, env))
         for name in config.skipped:
             variable = providers.spec(name).secret_variable()
@@ -179,6 +184,13 @@ def _location_variables() -> tuple[str, ...]:
     """Where backends and trusted CAs are found: each provider's, then the probe's."""
     own = (variable for spec in providers.specs() for variable in spec.location_variables)
     return (*own, *CA_VARIABLES)
+
+
+def _local_state(provider: providers.Provider) -> str | None:
+    """What a provider that reads a local file (the file source) says about it: there,
+    missing or refused, from its metadata only. None for the others."""
+    look = getattr(provider, "state", None)
+    return str(look()) if callable(look) else None
 
 
 def _tls_off_warnings(env: Mapping[str, str], already: list[str]) -> list[str]:
@@ -258,10 +270,15 @@ def _text(report: dict[str, Any]) -> str:
 
     lines.append("providers:")
     for row in report["providers"]:
-        sdk = "installed" if row["sdk_installed"] else "not installed"
+        if row["sdk_module"] is None:
+            sdk = "SDK: none needed"
+        else:
+            sdk = f"SDK {row['sdk_module']}: " + (
+                "installed" if row["sdk_installed"] else "not installed"
+            )
         lines.append(
             f"  {row['name']:<20} enabled: {_yes(row['enabled']):<4}"
-            f"configured: {_yes(row['configured']):<4}SDK {row['sdk_module']}: {sdk}"
+            f"configured: {_yes(row['configured']):<4}{sdk}"
         )
 
     settings = report["configuration"]
@@ -312,6 +329,8 @@ def _configuration_text(settings: dict[str, Any], routes: list[dict[str, Any]]) 
         lines.append(f"  {number}. {route['provider']} ({escape(route['source'])})")
         lines.append(f"     hosts: {escape(hosts_text)}")
         lines.append(f"     secret: {escape(route['secret'] or 'unavailable (see error)')}")
+        if route["state"] is not None:
+            lines.append(f"     state: {escape(route['state'])}")
         for key, value in route["settings"].items():
             lines.append(f"     {escape(key)}: {escape(value)}")
         for key, value in route["oauth"].items():

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: priority order: the first enabled provider that has the secret serves
-MODULES: tuple[str, ...] = ("vault", "aws", "azure", "entra")
+MODULES: tuple[str, ...] = ("vault", "aws", "azure", "entra", "file")
 
 _specs: tuple[ProviderSpec, ...] | None = None
 

@@ -124,7 +124,8 @@ class ProviderSpec(NamedTuple):
     toggle: str
     #: ``<prefix>_AUTH_MODE`` and ``<prefix>_TTL_SEC`` configure its route
     env_prefix: str
-    #: the import name of its SDK, and the extra that installs it
+    #: the import name of its SDK, and the extra that installs it ("" for a provider that
+    #: needs none, such as the file source)
     sdk: str
     extra: str
     #: the setting that locates the secret: a provider enabled without it is skipped
@@ -150,10 +151,14 @@ class ProviderSpec(NamedTuple):
         """Every environment variable this provider reads or shows."""
         own = (self.toggle, f"{self.env_prefix}_AUTH_MODE", f"{self.env_prefix}_TTL_SEC")
         names = (*own, *(v for v, _ in self.env_settings))
-        return (*names, *self.credential_variables, *self.location_variables)
+        # once each: a setting's variable may also be shown as a location (the file's path)
+        return tuple(dict.fromkeys((*names, *self.credential_variables, *self.location_variables)))
 
     def install_hint(self) -> str:
-        """One line saying how to install the provider's SDK (README "Install")."""
+        """One line saying how to install the provider's SDK (README "Install"), or that
+        it needs none."""
+        if not self.sdk:
+            return f"the {self.name} provider needs no SDK"
         return install_hint(self.extra, self.sdk)
 
 
@@ -170,10 +175,11 @@ def require_sdk(spec: ProviderSpec, *modules: str) -> None:
     """Import the provider's SDK modules (default: ``spec.sdk``), or raise a one-line
     :class:`ConfigError` (exit 5, never retried) that names the provider and the install
     command ``doctor`` prints. Every provider calls it first thing in ``fetch``, before
-    any SDK import, so a missing SDK never surfaces as a traceback or a timeout."""
+    any SDK import, so a missing SDK never surfaces as a traceback or a timeout. A
+    provider with no SDK (``spec.sdk == ""``) needs nothing and passes."""
     import importlib  # a read only: keep it off the cache-hit path
 
-    for module in modules or (spec.sdk,):
+    for module in modules or ((spec.sdk,) if spec.sdk else ()):
         try:
             importlib.import_module(module)
         except ImportError as exc:
