@@ -33,6 +33,7 @@ from benchmarks.context import (
 )
 from benchmarks.environment import PYTHON, ROOT
 from benchmarks.measure import interleaved, median, paired_ratio, run, started_together
+from benchmarks.tokens import bench_tokens
 
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -366,6 +367,7 @@ BENCHMARKS: dict[int, Callable[[Context], list[Result]]] = {
     4: bench_first_request,
     5: bench_cold,
     6: bench_burst,
+    7: bench_tokens,
 }
 
 
@@ -425,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlflow-secrets-bench-") as tmp:
         work = Path(tmp)
         _runtime_dir(work)
-        print("starting OpenBao, moto, MLflow and the Azure stand-ins", file=sys.stderr)
+        print("starting OpenBao, moto, MLflow, the Azure stand-ins, oidc-provider", file=sys.stderr)
         with started(work) as backends:
             port = int(backends.mlflow.url.rsplit(":", 1)[1])
             ctx = Context(backends, work, anchor, rounds, port)
