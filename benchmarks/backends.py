@@ -1,8 +1,9 @@
 """The servers the benchmarks talk to, all on 127.0.0.1, from :mod:`devservers`.
 
 OpenBao (dev mode, plain HTTP), moto behind the counting fault proxy, one MLflow
-tracking server with MLflow's basic-auth app, and the Azure stand-ins (Key Vault
-emulator, managed-identity endpoint, egress guard).
+tracking server with MLflow's basic-auth app, the Azure stand-ins (Key Vault
+emulator, managed-identity endpoint, egress guard) and an OpenID Provider over TLS
+(node's oidc-provider) whose OAuth client is stored in OpenBao beside the basic secret.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from devservers.azure import AzureCloud, AzurePKI
 from devservers.faultproxy import FaultProxy
 from devservers.mlflow import MlflowServer
 from devservers.moto import MotoServer
+from devservers.oidc import OAuthClient, OidcProvider
 from devservers.openbao import Bao
 
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-" + secrets.token_hex(8)
 VAULT_PATH = "secret/mlflow/bench"
+#: an OAuth client (client_id, client_secret, issuer) that the helper exchanges for a token
+VAULT_OAUTH_PATH = "secret/mlflow/bench-oauth"
+#: seconds an access token lives: longer than any run, so none expires during one
+TOKEN_LIFETIME = 3600
 
 
 @dataclass
@@ -33,6 +39,8 @@ class Backends:
     aws_proxy: FaultProxy
     mlflow: MlflowServer
     azure: AzureCloud
+    oidc: OidcProvider
+    oauth_client: OAuthClient
 
 
 def _directory(parent: Path, name: str) -> Path:
@@ -48,7 +56,11 @@ def started(directory: Path) -> Iterator[Backends]:
     with contextlib.ExitStack() as stack:
         bao = stack.enter_context(Bao(_directory(directory, "bao")))
         bao.write_kv2("mlflow/bench", secret, namespace=None)
-        policy = bao.read_policy("bench-read", ["secret/data/mlflow/bench"], namespace=None)
+        oidc = stack.enter_context(OidcProvider(_directory(directory, "oidc")))
+        oauth_client = oidc.add_client(token_lifetime=TOKEN_LIFETIME)
+        bao.write_kv2("mlflow/bench-oauth", oauth_client.secret_dict(oidc), namespace=None)
+        readable = ["secret/data/mlflow/bench", "secret/data/mlflow/bench-oauth"]
+        policy = bao.read_policy("bench-read", readable, namespace=None)
         vault_token = bao.create_token([policy], namespace=None, ttl="4h")
 
         aws = stack.enter_context(MotoServer())
@@ -60,4 +72,4 @@ def started(directory: Path) -> Iterator[Backends]:
         azure = stack.enter_context(AzureCloud(AzurePKI(_directory(directory, "azure-pki"))))
         azure.kv.set_secret("mlflow-bench", json.dumps(secret))
 
-        yield Backends(bao, vault_token, aws.moto_url, aws.proxy, mlflow, azure)
+        yield Backends(bao, vault_token, aws.moto_url, aws.proxy, mlflow, azure, oidc, oauth_client)

@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -107,3 +108,27 @@ def interleaved(
         for name in order:
             found[name].append(variants[name]())
     return found
+
+
+def started_together(
+    argv: Sequence[str], env: Mapping[str, str], stdin: bytes, count: int
+) -> tuple[float, list[bytes]]:
+    """Start ``count`` processes at once and wait for all of them: the wall time from the
+    first start to the last exit, and each one's output. A failed process raises."""
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+        )
+        for _ in range(count)
+    ]
+    outputs = [proc.communicate(stdin) for proc in procs]
+    wall = time.perf_counter() - started
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"a burst process failed ({proc.returncode}): {err.decode()[-500:]}")
+    return wall, [out for out, _ in outputs]

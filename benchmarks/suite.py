@@ -1,4 +1,4 @@
-"""The six benchmarks, their baselines and targets, and the results table.
+"""The benchmarks, their baselines and targets, and the results table.
 
 Each benchmark measures a figure and a baseline in the same run (interleaved, medians
 over repetitions) and reports the ratio against its target. Absolute numbers are
@@ -13,114 +13,30 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import environment
-from benchmarks.backends import BENCH_PASSWORD, BENCH_USER, VAULT_PATH, Backends, started
+from benchmarks.backends import BENCH_PASSWORD, BENCH_USER, started
+from benchmarks.context import (
+    ANCHOR_NAME,
+    HELPER,
+    HOST,
+    PROBES,
+    SHIM_NAME,
+    Context,
+    Result,
+    basic_header,
+)
 from benchmarks.environment import PYTHON, ROOT
-from benchmarks.measure import Run, interleaved, median, paired_ratio, run
+from benchmarks.measure import interleaved, median, paired_ratio, run, started_together
+from benchmarks.tokens import bench_tokens
 
-PROBES = ROOT / "benchmarks" / "probes"
-HOST = "127.0.0.1"
-SHIM_NAME = "mlflow-secrets-helper"
-ANCHOR_NAME = "mlflow_secrets_auth"
-HELPER = [PYTHON, "-I", "-m", "mlflow_secrets_helper"]
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-@dataclass
-class Result:
-    number: int
-    title: str
-    figure: str
-    baseline: str
-    ratio: float | None
-    target: str
-    met: bool
-    note: str = ""
-    #: range of the per-round ratios
-    spread: str = ""
-
-
-@dataclass
-class Context:
-    backends: Backends
-    work: Path
-    anchor: str
-    rounds: int
-    mlflow_port: int
-
-    # -- environments --------------------------------------------------------------------
-
-    def home(self) -> Path:
-        home = Path(tempfile.mkdtemp(prefix="home-", dir=self.work))
-        home.chmod(0o700)
-        return home
-
-    def fresh_cache(self, label: str) -> Path:
-        return self.work / f"cache-{label}-{time.monotonic_ns()}"
-
-    def helper_env(self, provider: str, cache: Path) -> dict[str, str]:
-        """The helper configured for one provider; the MLflow server's origin allowed."""
-        env = environment.base_env(self.home())
-        env.update(
-            MLFLOW_SECRETS_CACHE_DIR=str(cache),
-            MLFLOW_SECRETS_ALLOWED_HOSTS=f"{HOST}:{self.mlflow_port}",
-            MLFLOW_SECRETS_AUTH_ENABLE=provider,
-        )
-        runtime = self.work / "runtime"
-        if runtime.exists():
-            env["XDG_RUNTIME_DIR"] = str(runtime.resolve())
-        b = self.backends
-        if provider == "vault":
-            env.update(
-                VAULT_ADDR=b.bao.http_url,
-                VAULT_TOKEN=b.vault_token,
-                MLFLOW_VAULT_SECRET_PATH=VAULT_PATH,
-            )
-        elif provider == "aws-secrets-manager":
-            env.update(
-                AWS_ENDPOINT_URL_SECRETS_MANAGER=b.aws_proxy.url,
-                MLFLOW_AWS_SECRET_NAME="mlflow/bench",
-            )
-        else:
-            env.update(b.azure.env())
-            env.update(
-                MLFLOW_AZURE_KEY_VAULT_URL=b.azure.vault_url,
-                MLFLOW_AZURE_SECRET_NAME="mlflow-bench",
-            )
-        return env
-
-    def shim_env(self, cache: Path) -> dict[str, str]:
-        env = self.helper_env("vault", cache)
-        env["MLFLOW_TRACKING_AUTH"] = SHIM_NAME
-        env["MLFLOW_TRACKING_URI"] = self.backends.mlflow.url
-        return env
-
-    def anchor_env(self) -> dict[str, str]:
-        env = environment.base_env(self.home())
-        env.update(
-            MLFLOW_TRACKING_AUTH=ANCHOR_NAME,
-            MLFLOW_TRACKING_URI=self.backends.mlflow.url,
-            MLFLOW_SECRETS_AUTH_ENABLE="vault",
-            MLFLOW_VAULT_AUTH_MODE="basic",
-            MLFLOW_SECRETS_LOG_LEVEL="WARNING",
-            VAULT_ADDR=self.backends.bao.http_url,
-            VAULT_TOKEN=self.backends.vault_token,
-            MLFLOW_VAULT_SECRET_PATH=VAULT_PATH,
-        )
-        return env
-
-    def helper_get(self, env: dict[str, str]) -> Run:
-        host = f"http://{HOST}:{self.mlflow_port}\n".encode()
-        return run([*HELPER, "get"], env, host).check("mlflow-secrets-helper get")
 
 
 # -- 1 ------------------------------------------------------------------------------------
@@ -132,7 +48,7 @@ def bench_cache_hit(ctx: Context) -> list[Result]:
     # the same, with the cache and config locations left to their defaults (platformdirs)
     default_env = dict(env)
     del default_env["MLFLOW_SECRETS_CACHE_DIR"]
-    expect = _basic_header()
+    expect = basic_header()
     for warm in (env, default_env):
         first = ctx.helper_get(warm)
         assert first.stdout.decode() == expect, first
@@ -341,7 +257,7 @@ def bench_cold(ctx: Context) -> list[Result]:
         def helper(provider: str = provider) -> float:
             cache = ctx.fresh_cache("cold")
             done = ctx.helper_get(ctx.helper_env(provider, cache))
-            assert done.stdout.decode() == _basic_header()
+            assert done.stdout.decode() == basic_header()
             shutil.rmtree(cache, ignore_errors=True)
             return done.wall
 
@@ -358,10 +274,10 @@ def bench_cold(ctx: Context) -> list[Result]:
             host = f"http://{HOST}:{ctx.mlflow_port}\n".encode()
             run([*HELPER, "erase"], env, host).check("mlflow-secrets-helper erase")
             done = ctx.helper_get(env)
-            assert done.stdout.decode() == _basic_header()
+            assert done.stdout.decode() == basic_header()
             return done.wall
 
-        runs = {"helper": helper, "later": later, "sdk": sdk}
+        runs: dict[str, Callable[[], float]] = {"helper": helper, "later": later, "sdk": sdk}
         found = interleaved(runs, rounds=ctx.rounds * 2, warmup=1)
         s = median(found["sdk"])
         for key, what in (
@@ -392,26 +308,13 @@ def bench_burst(ctx: Context, count: int = 64) -> list[Result]:
 
     proxy = ctx.backends.aws_proxy
     stdin = f"http://{HOST}:{ctx.mlflow_port}\n".encode()
-    expect = _basic_header().encode()
+    expect = basic_header().encode()
     reads: list[int] = []
 
     def burst(env: dict[str, str]) -> float:
-        started = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [*HELPER, "get"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-            )
-            for _ in range(count)
-        ]
-        outputs = [proc.communicate(stdin) for proc in procs]
-        wall = time.perf_counter() - started
-        for proc, (out, err) in zip(procs, outputs, strict=True):
-            if proc.returncode != 0 or out != expect:
-                raise RuntimeError(f"a burst get failed ({proc.returncode}): {err.decode()[-500:]}")
+        wall, outputs = started_together([*HELPER, "get"], env, stdin, count)
+        if set(outputs) != {expect}:
+            raise RuntimeError("a burst get printed another header")
         return wall
 
     def cold() -> float:
@@ -464,14 +367,8 @@ BENCHMARKS: dict[int, Callable[[Context], list[Result]]] = {
     4: bench_first_request,
     5: bench_cold,
     6: bench_burst,
+    7: bench_tokens,
 }
-
-
-def _basic_header() -> str:
-    import base64
-
-    token = base64.b64encode(f"{BENCH_USER}:{BENCH_PASSWORD}".encode()).decode()
-    return f"Authorization: Basic {token}\n"
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -530,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlflow-secrets-bench-") as tmp:
         work = Path(tmp)
         _runtime_dir(work)
-        print("starting OpenBao, moto, MLflow and the Azure stand-ins", file=sys.stderr)
+        print("starting OpenBao, moto, MLflow, the Azure stand-ins, oidc-provider", file=sys.stderr)
         with started(work) as backends:
             port = int(backends.mlflow.url.rsplit(":", 1)[1])
             ctx = Context(backends, work, anchor, rounds, port)
