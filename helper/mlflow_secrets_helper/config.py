@@ -255,7 +255,7 @@ def _env_route(
         provider=spec.name,
         settings=settings,
         hosts=None,
-        auth_mode=_auth_mode(env.get(f"{prefix}_AUTH_MODE"), f"{prefix}_AUTH_MODE"),
+        auth_mode=_auth_mode(env.get(f"{prefix}_AUTH_MODE"), f"{prefix}_AUTH_MODE", spec),
         ttl_sec=_number(
             env.get(f"{prefix}_TTL_SEC"),
             None,
@@ -319,7 +319,9 @@ def _file_routes(
                 provider=provider,
                 settings=settings,
                 hosts=hosts,
-                auth_mode=_auth_mode(raw.get("auth_mode"), f"{where}: auth_mode"),
+                auth_mode=_auth_mode(
+                    raw.get("auth_mode"), f"{where}: auth_mode", providers.spec(provider)
+                ),
                 ttl_sec=_number(
                     None,
                     raw.get("ttl_sec"),
@@ -384,11 +386,18 @@ def _oauth_settings(
     return tuple(sorted(merged.items()))
 
 
-def _auth_mode(value: object, where: str) -> AuthMode | None:
+def _auth_mode(value: object, where: str, spec: ProviderSpec) -> AuthMode | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.strip().lower() in AUTH_MODES:
         mode: AuthMode = "basic" if value.strip().lower() == "basic" else "bearer"
+        if mode not in spec.auth_modes:
+            raise ConfigError(
+                f"{where} is {mode}, but the {spec.name} provider serves "
+                + " or ".join(spec.auth_modes)
+                + " credentials only",
+                hints=[f"remove the auth mode or set it to {spec.auth_modes[0]}"],
+            )
         return mode
     raise ConfigError(f"{where} must be bearer or basic")
 

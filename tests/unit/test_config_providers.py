@@ -92,13 +92,14 @@ def test_environment_route_reads_the_spec(spec: ProviderSpec, base_env: dict[str
     env = {**base_env, spec.toggle: "true"}
     for variable, setting in spec.env_settings:
         env.setdefault(variable, f"value-of-{setting}")
-    env[f"{spec.env_prefix}_AUTH_MODE"] = "Basic"
+    mode = spec.auth_modes[-1]
+    env[f"{spec.env_prefix}_AUTH_MODE"] = mode.title()
     env[f"{spec.env_prefix}_TTL_SEC"] = "42"
     (route,) = config.load(env).routes
     assert route.provider == spec.name
     assert route.source == "environment"
     assert route.hosts is None
-    assert (route.auth_mode, route.ttl_sec) == ("basic", 42.0)
+    assert (route.auth_mode, route.ttl_sec) == (mode, 42.0)
     assert dict(route.settings) == {
         setting: f"value-of-{setting}" for _, setting in spec.env_settings
     }
@@ -225,3 +226,25 @@ def test_a_misspelt_oidc_key_in_a_route_gets_a_suggestion(tmp_path: Path) -> Non
     env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match=r"did you mean oidc_issuer\?"):
         config.load(env)
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.auth_modes != ("bearer", "basic")], ids=ids)
+def test_an_auth_mode_the_provider_cannot_serve_is_a_config_error(
+    spec: ProviderSpec, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    (other,) = {"bearer", "basic"} - set(spec.auth_modes)
+    env = {**base_env, spec.toggle: "true", spec.secret_variable(): "the-secret"}
+    with pytest.raises(ConfigError, match="serves bearer credentials only"):
+        config.load({**env, f"{spec.env_prefix}_AUTH_MODE": other})
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[[routes]]\n"
+        "hosts = ['h.example']\n"
+        f"provider = '{spec.name}'\n"
+        f"{spec.locator} = 'the-secret'\n"
+        f"auth_mode = '{other}'\n"
+    )
+    path.chmod(0o600)
+    file_env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="route 1: auth_mode is basic"):
+        config.load(file_env)

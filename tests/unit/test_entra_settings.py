@@ -74,11 +74,11 @@ def test_the_ttl_variable_caps_the_cache_time() -> None:
 
 @pytest.mark.parametrize("mode", ["basic", " Basic "])
 def test_basic_auth_mode_is_a_config_error(mode: str) -> None:
-    env = {"MLFLOW_AZURE_TOKEN_AUTH_MODE": mode}
+    env = {"MLFLOW_SECRETS_AUTH_ENABLE": "entra-id", "MLFLOW_AZURE_TOKEN_SCOPE": APP_ID}
     with pytest.raises(ConfigError) as info:
-        providers.create("entra-id", {"token_scope": APP_ID}, env)
-    assert "always a bearer token" in info.value.message
-    assert info.value.hints == ("unset MLFLOW_AZURE_TOKEN_AUTH_MODE or set it to bearer",)
+        config.load({**env, "MLFLOW_AZURE_TOKEN_AUTH_MODE": mode, "HOME": "/nonexistent"})
+    assert "entra-id provider serves bearer credentials only" in info.value.message
+    assert info.value.hints == ("remove the auth mode or set it to bearer",)
 
 
 @pytest.mark.parametrize("mode", ["", "bearer", "BEARER"])

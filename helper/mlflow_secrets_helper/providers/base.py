@@ -142,6 +142,9 @@ class ProviderSpec(NamedTuple):
     build: Callable[[Mapping[str, str], Mapping[str, str], Seams], Provider]
     #: login material it reads from files under HOME by itself (``info`` shows present/absent)
     credential_files: tuple[str, ...] = ()
+    #: the auth modes its answers can have (an Entra ID token is only ever a bearer token):
+    #: any other configured mode is a configuration error
+    auth_modes: tuple[str, ...] = ("bearer", "basic")
 
     def secret_variable(self) -> str:
         """The environment variable that names the secret."""

@@ -13,8 +13,8 @@ The scope is one scope: ``<resource>/.default`` (the only kind the client-creden
 flow and managed identities accept), or the resource itself (an Application ID URI such
 as ``api://<app-id>`` or ``https://...``, or the application id), to which ``/.default``
 is added. The tenant is the credential's own (``AZURE_TENANT_ID``, the managed
-identity's). An access token is only ever a bearer token: ``MLFLOW_AZURE_TOKEN_AUTH_MODE``
-set to ``basic`` is a configuration error. The rules are in the man page (MICROSOFT
+identity's). An access token is only ever a bearer token (``auth_modes`` in the spec: the
+configuration refuses ``basic``). The rules are in the man page (MICROSOFT
 ENTRA ID).
 
 Seams: ``clock`` (when a token was asked for, for the margin), ``monotonic``, ``sleep``
@@ -96,15 +96,6 @@ def token_scope(value: str) -> str:
     return resource + DEFAULT_SUFFIX
 
 
-def _bearer_only(env: Mapping[str, str]) -> None:
-    variable = f"{ENV_PREFIX}_AUTH_MODE"
-    if env.get(variable, "").strip().lower() == "basic":
-        raise ConfigError(
-            f"{variable} is basic, but an Entra ID access token is always a bearer token",
-            hints=[f"unset {variable} or set it to bearer"],
-        )
-
-
 class EntraTokenProvider:
     """An Entra ID access token for one scope, from ``DefaultAzureCredential``.
 
@@ -119,7 +110,6 @@ class EntraTokenProvider:
     ) -> None:
         self.scope = token_scope(settings.get("token_scope", ""))
         self.client_id = azure.managed_identity_client_id(settings.get("client_id", ""))
-        _bearer_only(env)
         self._seams = seams
         self._direct_login = azure.direct_login(env)
         # a token is the identity's: another identity (or tenant) is another entry
@@ -201,4 +191,5 @@ SPEC = ProviderSpec(
     credential_variables=azure.SPEC.credential_variables,
     location_variables=azure.SPEC.location_variables,
     build=EntraTokenProvider,
+    auth_modes=("bearer",),
 )
