@@ -372,3 +372,29 @@ def test_info_shows_the_oauth_settings(idp: Idp) -> None:
     assert result.returncode == 0, result
     (route,) = json.loads(result.stdout)["routes"]
     assert route["oauth"] == {"oidc_ca_bundle": idp.provider.ca_path, "oidc_scope": "mlflow"}
+
+
+def test_a_mounted_file_may_hold_the_client_and_the_token_is_cached(
+    tmp_path: Path, idp: Idp, helper_env: dict[str, str]
+) -> None:
+    client = idp.client()
+    secret = tmp_path / "mounted" / "client.json"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text(json.dumps(client.secret_dict(idp.provider, scope="mlflow")) + "\n")
+    secret.chmod(0o600)
+    env = {
+        **helper_env,
+        "MLFLOW_SECRETS_AUTH_ENABLE": "file",
+        "MLFLOW_SECRETS_FILE": str(secret),
+        "MLFLOW_SECRETS_ALLOWED_HOSTS": HOST,
+        "MLFLOW_OIDC_CA_BUNDLE": idp.provider.ca_path,
+    }
+    first = idp.run_helper(["--format", "json", "get"], STDIN, env)
+    assert first.returncode == 0, first
+    answer = json.loads(first.stdout)["ok"]
+    assert idp.active(answer)
+    # the file is the local copy of the client; the token it was exchanged for is cached
+    second = json.loads(idp.run_helper(["--format", "json", "get"], STDIN, env).stdout)["ok"]
+    assert (bearer(second), second["source"]) == (bearer(answer), "cache")
+    assert idp.exchanges(client) == 1
+    assert client.client_secret.encode() not in cache_bytes(env)
