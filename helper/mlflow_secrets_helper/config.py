@@ -4,6 +4,10 @@ Owns the common variables and the configuration file; everything about a provide
 name, toggle, variables and settings) comes from its spec in the registry, so no provider
 is named here. The rules — precedence, routes, the file's keys and permissions — are the
 ENVIRONMENT and CONFIGURATION FILE sections of the man page.
+
+It is a little over 400 lines because the environment and the file build the same routes
+by the same rules (auth modes, TTLs, header names, the ``oidc_*`` settings), which are read
+side by side; the file's reading and permissions are already :mod:`.userfiles`.
 """
 
 from collections.abc import Mapping

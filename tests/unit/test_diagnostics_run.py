@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlflow_secrets_helper import diagnostics, providers
-from mlflow_secrets_helper.diagnostics.doctor import valid_for
 from mlflow_secrets_helper.diagnostics.probe import CA_VARIABLES
 from mlflow_secrets_helper.diagnostics.report import Check, exit_status, render
+from mlflow_secrets_helper.diagnostics.routecheck import valid_for
 from mlflow_secrets_helper.errors import InvalidInput
 from mlflow_secrets_helper.secret import Basic, Bearer, Secret
 

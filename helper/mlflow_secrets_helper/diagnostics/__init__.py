@@ -1,8 +1,8 @@
 """The operator commands ``info`` (what is configured) and ``doctor`` (does it work).
 
 :func:`run` is what the CLI calls: it checks the arguments and dispatches to
-:mod:`.info` or :mod:`.doctor`; :mod:`.probe` is the request of
-``doctor --dry-run URL`` and :mod:`.report` doctor's check lines. Both commands return
+:mod:`.info` or :mod:`.doctor`; :mod:`.routecheck` holds doctor's checks of one route,
+:mod:`.probe` the request of ``doctor --dry-run URL`` and :mod:`.report` its check lines. Both commands return
 their whole report as text, with the exit status, and print nothing themselves. Neither
 ever shows a secret value or a backend credential: secret *references* (paths, names,
 ARNs, vault URLs) are shown, credentials in the environment only as ``set``/``not set``,
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from mlflow_secrets_helper.diagnostics.doctor import describe_header, doctor
+from mlflow_secrets_helper.diagnostics.doctor import doctor
 from mlflow_secrets_helper.diagnostics.info import info
 from mlflow_secrets_helper.diagnostics.probe import base_path, origin_of, send_request
+from mlflow_secrets_helper.diagnostics.routecheck import describe_header
 from mlflow_secrets_helper.errors import InvalidInput
 from mlflow_secrets_helper.protocol import parse_target
 from mlflow_secrets_helper.text import quote
