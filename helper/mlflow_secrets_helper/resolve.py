@@ -232,10 +232,11 @@ class Resolver:
         from mlflow_secrets_helper import deadline as total  # only a backend read needs them
         from mlflow_secrets_helper import oauth
 
-        provider = candidate.provider
+        provider, mode = candidate.provider, candidate.route.auth_mode
         with total.guard(deadline, self._monotonic, provider.reference):
             fetched = provider.fetch(deadline)
-            if oauth.holds_client(fetched.value):
+            exchanged = oauth.holds_client(fetched.value)
+            if exchanged:
                 fetched = oauth.exchange(
                     fetched.value,
                     dict(candidate.route.oauth),
@@ -244,9 +245,10 @@ class Resolver:
                     deadline,
                     reference=provider.reference(),
                 )
-        credential = parse_secret(
-            fetched.value, candidate.route.auth_mode, reference=provider.reference()
-        )
+        if exchanged:  # an access token is a bearer token, whatever it looks like
+            credential: Credential = oauth.bearer(fetched.value, mode, provider.reference())
+        else:
+            credential = parse_secret(fetched.value, mode, reference=provider.reference())
         credential.header_value()  # validates before anything is stored or printed
         entry = self._cache.put(
             candidate.identity,

@@ -195,7 +195,7 @@ def _parse(raw: Secret[str] | Secret[bytes], mode: AuthMode | None) -> Credentia
     if value.lstrip().startswith("{"):
         try:
             document = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidSecret(
                 "the secret starts with '{' but is not valid JSON",
                 hints=['store {"token": "..."} or {"username": "...", "password": "..."}'],

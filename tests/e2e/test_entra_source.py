@@ -388,3 +388,14 @@ def test_a_cache_hit_loads_no_azure_module(azure_cloud: AzureCloud, env: dict[st
     assert "azure.identity" in run()  # the first call asks for a token
     assert run() == "LOADED="  # the cache hit loads none of it
     assert len(azure_cloud.mi.requests) == 1
+
+
+def test_a_setting_the_azure_sdk_refuses_is_a_config_error(
+    azure_cloud: AzureCloud, env: dict[str, str], run_helper: RunHelper
+) -> None:
+    env["AZURE_TOKEN_CREDENTIALS"] = "bogus"
+    result = run_helper(["get"], STDIN, env)
+    assert result.returncode == 5, result
+    assert "the Azure SDK refuses its configuration" in one_error_line(result, "config")
+    assert "Traceback" not in result.stderr
+    assert azure_cloud.mi.requests == []

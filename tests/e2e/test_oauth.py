@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -258,78 +257,131 @@ def test_plain_http_to_a_name_is_refused_before_anything_is_sent(idp: Idp) -> No
     assert_error(idp.run(["get"]), 5, "plain http", "https")
 
 
-class _Redirect(JSONHandler):
+class _Scripted(JSONHandler):
     def do_POST(self) -> None:
-        owner: Redirector = self.server.owner
+        owner: ScriptedEndpoint = self.server.owner
         owner.hits.append(self.body())
-        self.send_response(307)
-        self.send_header("Location", owner.target)
-        self.send_header("Content-Length", "0")
+        status, headers, body = owner.answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     do_GET = do_POST
 
 
-class Redirector(BackgroundServer):
-    handler = _Redirect
+class ScriptedEndpoint(BackgroundServer):
+    """A token endpoint that misbehaves in one set way (a redirect, a body no identity
+    provider here sends): what a broken or hostile endpoint looks like to the helper.
+    The well-behaved endpoint of every other test is the real OpenID Provider."""
+
+    handler = _Scripted
     scheme = "https"
 
-    def __init__(self, target: str, tls: Any) -> None:
-        self.target = target
+    def __init__(self, tls: Any) -> None:
+        self.answer: tuple[int, dict[str, str], bytes] = (500, {}, b"")
         self.hits: list[bytes] = []
         super().__init__(tls)
 
 
 @pytest.fixture
-def redirector(tmp_path: Path, oidc_provider: OidcProvider) -> Iterator[tuple[Redirector, str]]:
-    ca = LoopbackCA(tmp_path / "redirect-ca.pem")
-    server = Redirector(oidc_provider.token_url, server_context(ca.issue("127.0.0.1")))
+def endpoint(tmp_path: Path) -> Iterator[tuple[ScriptedEndpoint, str]]:
+    ca = LoopbackCA(tmp_path / "endpoint-ca.pem")
+    server = ScriptedEndpoint(server_context(ca.issue("127.0.0.1")))
     try:
         yield server, str(ca.ca_path)
     finally:
         server.stop()
 
 
-def test_the_client_secret_never_follows_a_redirect(
-    idp: Idp, redirector: tuple[Redirector, str]
-) -> None:
-    server, ca = redirector
+def keep_client_at(idp: Idp, server: ScriptedEndpoint) -> OAuthClient:
     client = idp.client()
     idp.keep_fields(
         client_id=client.client_id,
         client_secret=client.client_secret,
         token_url=server.url + "/token",
     )
+    return client
+
+
+def test_the_client_secret_never_follows_a_redirect(
+    idp: Idp, endpoint: tuple[ScriptedEndpoint, str]
+) -> None:
+    server, ca = endpoint
+    server.answer = (307, {"Location": idp.provider.token_url}, b"")
+    client = keep_client_at(idp, server)
     result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
     assert_error(result, 5, "redirect (HTTP 307)", "not followed")
     assert len(server.hits) == 1  # the one request made, to the configured endpoint
     assert idp.provider.requests_from(client.client_id) == []
 
 
-def test_without_authlib_a_client_is_one_config_line_with_the_install_command(
-    tmp_path: Path, idp: Idp
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"access_token": "at-1", "token_type": "Bearer", "expires_in": 1e400}',
+        b'{"access_token": "at-1", "token_type": "Bearer", "expires_in": [1]}',
+        b'{"access_token": "at-1", "token_type": "Bearer", "expires_in": "soon"}',
+        b"<html>ok</html>",
+    ],
+)
+def test_a_token_response_that_cannot_be_read_is_one_line_exit_4(
+    idp: Idp, endpoint: tuple[ScriptedEndpoint, str], body: bytes
 ) -> None:
-    client = idp.client()
-    idp.keep(client)
-    script = tmp_path / "helper-without-authlib.py"
-    script.write_text(
-        "import sys\n"
-        "sys.modules['authlib'] = None\n"
-        "from mlflow_secrets_helper.cli import main\n"
-        "raise SystemExit(main())\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-I", str(script), "get"],
-        input=STDIN.encode(),
-        env=idp.env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-    assert_error(result, 5, "needs authlib", "[oidc]")
+    server, ca = endpoint
+    server.answer = (200, {"Content-Type": "application/json"}, body)
+    keep_client_at(idp, server)
+    result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
+    assert_error(result, 4, "token response that cannot be read")
     assert len(result.stderr.strip().splitlines()) == 1
-    assert idp.provider.requests_from(client.client_id) == []
+    assert len(server.hits) == 1  # not retried: it would answer the same
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(401, b""), (403, b"<html>denied</html>"), (400, b'{"message": "nope"}')],
+)
+def test_a_refusal_without_an_oauth_error_is_backend_denied(
+    idp: Idp, endpoint: tuple[ScriptedEndpoint, str], status: int, body: bytes
+) -> None:
+    server, ca = endpoint
+    server.answer = (status, {"Content-Type": "text/html"}, body)
+    client = keep_client_at(idp, server)
+    result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
+    assert_error(result, 3, f"answered HTTP {status} without an OAuth error", "client_secret")
+    assert client.client_secret not in result.stderr
+
+
+def test_an_identity_provider_that_echoes_the_client_secret_does_not_get_it_shown(
+    idp: Idp, endpoint: tuple[ScriptedEndpoint, str]
+) -> None:
+    server, ca = endpoint
+    client = keep_client_at(idp, server)
+    echo = {"error": "invalid_client", "error_description": f"bad secret {client.client_secret}"}
+    server.answer = (401, {"Content-Type": "application/json"}, json.dumps(echo).encode())
+    result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
+    assert_error(result, 3, "invalid_client", "bad secret <redacted>", secret=client.client_secret)
+
+
+def test_an_access_token_is_sent_as_bearer_whatever_it_looks_like(
+    idp: Idp, endpoint: tuple[ScriptedEndpoint, str]
+) -> None:
+    server, ca = endpoint
+    odd = json.dumps({"username": "u", "password": "p"})
+    answer = {"access_token": odd, "token_type": "Bearer", "expires_in": 60}
+    server.answer = (200, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+    keep_client_at(idp, server)
+    result = idp.run(["get"], MLFLOW_OIDC_CA_BUNDLE=ca)
+    # not read as a basic credential: a bearer token, refused for its spaces and quotes
+    assert_error(result, 5, "the access token for the OAuth client in", "whitespace")
+
+
+def test_a_401_with_a_text_body_from_the_real_provider_is_a_refusal(idp: Idp) -> None:
+    idp.keep(idp.client())
+    idp.provider.fault(1, status=401)
+    assert_error(idp.run(["get"]), 3, "answered HTTP 401 without an OAuth error")
 
 
 # --------------------------------------------------------------------------- operators

@@ -109,3 +109,26 @@ def test_the_cache_key_names_the_scope_and_the_identity() -> None:
 def test_it_is_tried_after_key_vault() -> None:
     names = providers.names()
     assert names.index("entra-id") == names.index("azure-key-vault") + 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"AZURE_CLIENT_ID": "sp-2"},
+        {"AZURE_TENANT_ID": "tenant-2"},
+        {"AZURE_AUTHORITY_HOST": "https://login.example.test"},
+        {"AZURE_USERNAME": "someone@example.com"},
+        {"AZURE_CLIENT_CERTIFICATE_PATH": "/certs/other.pem"},
+        {"AZURE_FEDERATED_TOKEN_FILE": "/var/run/other/token"},
+        {"AZURE_TOKEN_CREDENTIALS": "dev"},
+        {"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token"},
+    ],
+)
+def test_whatever_chooses_the_identity_names_the_cache_entry(other: dict[str, str]) -> None:
+    """A route that picks a managed identity does not stop the environment's service
+    principal from being the one that signs in: both name the entry."""
+    settings = {"token_scope": APP_ID, "client_id": "11111111-2222-3333-4444-555555555555"}
+    base = {"AZURE_CLIENT_ID": "sp-1", "AZURE_TENANT_ID": "tenant-1"}
+    first = providers.create("entra-id", settings, base).cache_key()
+    assert providers.create("entra-id", settings, dict(base)).cache_key() == first
+    assert providers.create("entra-id", settings, {**base, **other}).cache_key() != first

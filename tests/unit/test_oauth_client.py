@@ -210,3 +210,30 @@ def test_every_setting_has_a_variable_under_the_oidc_prefix() -> None:
         "oidc_auth_method",
     }
     assert all(variable == "MLFLOW_" + key.upper() for variable, key in OIDC_SETTINGS)
+
+
+def test_a_binary_client_that_is_not_utf8_is_refused_not_mangled() -> None:
+    raw = Secret(b'{"client_id": "ci", "client_secret": "\xff\xfe", "issuer": "https://x.example"}')
+    assert oauth.holds_client(raw)
+    with pytest.raises(InvalidSecret, match="not UTF-8"):
+        oauth.read_client(raw, {})
+
+
+def test_deeply_nested_json_is_an_invalid_secret_not_a_crash() -> None:
+    from mlflow_secrets_helper.secret import parse_secret
+
+    deep = Secret('{"client_id": ' + "[" * 30_000 + "]" * 30_000 + "}")
+    assert oauth.holds_client(deep) is False
+    with pytest.raises(InvalidSecret):
+        oauth.read_client(deep, {"oidc_issuer": ISSUER})
+    with pytest.raises(InvalidSecret, match="not valid JSON"):
+        parse_secret(Secret('{"token": ' + "[" * 30_000 + "]" * 30_000 + "}"))
+
+
+def test_an_access_token_is_always_a_bearer_token() -> None:
+    credential = oauth.bearer(Secret('{"username":"u","password":"p"}'), None, "kv/ml")
+    assert credential.header_value().expose() == 'Bearer {"username":"u","password":"p"}'
+    with pytest.raises(InvalidSecret, match="auth mode basic"):
+        oauth.bearer(Secret("at-1"), "basic", "kv/ml")
+    with pytest.raises(InvalidSecret, match="the access token for the OAuth client in kv/ml"):
+        oauth.bearer(Secret("at 1"), None, "kv/ml")

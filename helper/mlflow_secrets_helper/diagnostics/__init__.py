@@ -2,8 +2,9 @@
 
 :func:`run` is what the CLI calls: it checks the arguments and dispatches to
 :mod:`.info` or :mod:`.doctor`; :mod:`.routecheck` holds doctor's checks of one route,
-:mod:`.probe` the request of ``doctor --dry-run URL`` and :mod:`.report` its check lines. Both commands return
-their whole report as text, with the exit status, and print nothing themselves. Neither
+:mod:`.probe` the request of ``doctor --dry-run URL`` and :mod:`.report` its check
+lines. Both commands return their whole report as text, with the exit status, and print
+nothing themselves. Neither
 ever shows a secret value or a backend credential: secret *references* (paths, names,
 ARNs, vault URLs) are shown, credentials in the environment only as ``set``/``not set``,
 and a header only as its name and scheme. The man page describes both reports and the

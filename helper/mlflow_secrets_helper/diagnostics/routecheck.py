@@ -90,7 +90,8 @@ def check_route(
                 ('an OAuth client is stored as {"client_id": "...", "client_secret": "..."}',),
             )
         )
-    if oauth.holds_client(fetched.value):
+    exchanged = oauth.holds_client(fetched.value)
+    if exchanged:
         line, token = _check_exchange(label, route, fetched, reference, config, env, monotonic)
         checks.append(line)
         if token is None:
@@ -98,7 +99,11 @@ def check_route(
         fetched = token
 
     try:
-        credential = parse_secret(fetched.value, route.auth_mode, reference=reference)
+        credential: Credential = (
+            oauth.bearer(fetched.value, route.auth_mode, reference)
+            if exchanged
+            else parse_secret(fetched.value, route.auth_mode, reference=reference)
+        )
     except HelperError as exc:
         return [*checks, Check.failed(f"{label}: secret format", exc)]
     kind = "bearer token" if credential.mode == "bearer" else "username and password (basic)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from mlflow_secrets_helper.errors import InvalidSecret
 from mlflow_secrets_helper.oauth.client import Client, check_endpoint, holds_client, read_client
 from mlflow_secrets_helper.oauth.endpoint import (
     discover,
@@ -28,11 +29,12 @@ from mlflow_secrets_helper.oauth.endpoint import (
     verify_setting,
 )
 from mlflow_secrets_helper.providers.base import Fetched, Seams, use_until
-from mlflow_secrets_helper.secret import Secret
+from mlflow_secrets_helper.secret import Bearer, Secret
 
 __all__ = [
     "Client",
     "Token",
+    "bearer",
     "check_endpoint",
     "exchange",
     "holds_client",
@@ -90,3 +92,20 @@ def request_token(
     answer = token_request(client, token_url, verify, seams, deadline)
     token, lifetime = read_token(answer, token_url)
     return Token(Secret(token), token_url, issued_at, lifetime)
+
+
+def bearer(token: Secret[str] | Secret[bytes], mode: str | None, reference: str) -> Bearer:
+    """The credential an access token makes: always ``Bearer``, never read as one of the
+    secret formats. An auth mode of ``basic`` for the route is an :class:`InvalidSecret`."""
+    where = f"the access token for the OAuth client in {reference}"
+    if mode == "basic":
+        raise InvalidSecret(
+            f"{where} is a bearer token, but auth mode basic is configured",
+            hints=["remove the auth mode or set it to bearer"],
+        )
+    value = token.expose()
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    try:
+        return Bearer(Secret(text))
+    except InvalidSecret as exc:
+        raise InvalidSecret(f"{where}: {exc.message}", hints=exc.hints) from None

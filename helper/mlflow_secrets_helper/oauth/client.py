@@ -55,7 +55,7 @@ def holds_client(raw: Secret[str] | Secret[bytes]) -> bool:
         return False
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False  # parse_secret reports the broken JSON
     return isinstance(document, dict) and "client_id" in document
 
@@ -67,9 +67,14 @@ def read_client(
     in both with different values, a missing endpoint, or a malformed field is an
     :class:`InvalidSecret` or :class:`ConfigError` naming ``reference``, never a value."""
     value = raw.expose()
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     where = f"the OAuth client in {reference}" if reference else "the OAuth client"
-    document = json.loads(text)
+    try:
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        document = json.loads(text)
+    except UnicodeDecodeError:
+        raise InvalidSecret(f"{where}: the binary secret is not UTF-8 text") from None
+    except (ValueError, RecursionError):
+        raise InvalidSecret(f"{where} is not valid JSON") from None
     unknown = sorted(set(document) - CLIENT_FIELDS)
     if unknown:
         raise InvalidSecret(

@@ -6,6 +6,7 @@ and the identity provider's answers mapped to the helper's errors.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,10 +40,12 @@ def discover(client: Client, verify: bool | str, seams: Seams, deadline: float) 
     """The token endpoint from the issuer's OpenID configuration (remembered for an hour)."""
     assert client.issuer is not None
     issuer = client.issuer.rstrip("/")
-    note_key = "oidc-token-endpoint|" + issuer
-    remembered = seams.memory.recall(note_key)
-    if remembered:
-        return remembered
+    note_key = "oidc-discovery|" + issuer
+    remembered = _read_note(seams.memory.recall(note_key))
+    if remembered is not None:
+        endpoint, methods = remembered
+        _check_auth_method(client, methods)
+        return endpoint
     url = issuer + DISCOVERY_PATH
     where = f"OpenID discovery at {display_url(url)[:200]}"
 
@@ -71,8 +74,17 @@ def discover(client: Client, verify: bool | str, seams: Seams, deadline: float) 
     if not isinstance(endpoint, str) or not endpoint:
         raise ConfigError(f"{where} has no token_endpoint")
     check_endpoint(endpoint, f"the token endpoint that {where} names")
-    methods = document.get("token_endpoint_auth_methods_supported")
-    if isinstance(methods, list) and methods and client.auth_method not in methods:
+    listed = document.get("token_endpoint_auth_methods_supported")
+    methods = [m for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
+    _check_auth_method(client, methods)
+    note = json.dumps({"token_endpoint": endpoint, "auth_methods": methods})
+    seams.memory.remember(note_key, note, DISCOVERY_NOTE_SEC)
+    return endpoint
+
+
+def _check_auth_method(client: Client, methods: list[str]) -> None:
+    """When the provider lists the ways clients may authenticate, ours must be one."""
+    if methods and client.auth_method not in methods:
         raise ConfigError(
             f"the identity provider does not accept {client.auth_method} at its token endpoint",
             hints=[
@@ -80,8 +92,20 @@ def discover(client: Client, verify: bool | str, seams: Seams, deadline: float) 
                 + ", ".join(m for m in AUTH_METHODS if m in methods)
             ],
         )
-    seams.memory.remember(note_key, endpoint, DISCOVERY_NOTE_SEC)
-    return endpoint
+
+
+def _read_note(note: str | None) -> tuple[str, list[str]] | None:
+    """A remembered discovery: the token endpoint and the auth methods, or None."""
+    try:
+        found = json.loads(note) if note else None
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    endpoint, methods = found.get("token_endpoint"), found.get("auth_methods")
+    if not isinstance(endpoint, str) or not isinstance(methods, list):
+        return None
+    return endpoint, [m for m in methods if isinstance(m, str)]
 
 
 def token_request(
@@ -116,11 +140,19 @@ def token_request(
                     fetch=lambda **kw: session.fetch_token(
                         token_url, grant_type="client_credentials", **extra, **kw
                     ),
+                    refusals=True,
                 )
             except OAuthError as exc:
                 raise _oauth_error(str(exc.error or ""), exc.description, client) from None
-            except ValueError:  # authlib: a 2xx/4xx answer that is not a JSON object
-                raise Final(BackendUnavailable(f"{where} did not answer with JSON")) from None
+            except (ValueError, TypeError, OverflowError):
+                # authlib reads the answer first: not a JSON object, or an expires_in it
+                # cannot turn into a number
+                raise Final(
+                    BackendUnavailable(
+                        f"{where} sent a token response that cannot be read (not a JSON "
+                        "object, or an expires_in that is not a number of seconds)"
+                    )
+                ) from None
 
     return with_retries(attempt, deadline=deadline, seams=seams, timed_out=_timed_out(where))
 
@@ -135,9 +167,11 @@ def _send(
     remaining: float,
     *,
     fetch: Any = None,
+    refusals: bool = False,
 ) -> Any:
     """One request with the rules every call here shares: the deadline, the CA, no
-    redirect, a bounded body, proxies as for any backend, and the errors mapped."""
+    redirect, a bounded body, proxies as for any backend, and the errors mapped. With
+    ``refusals``, a 4xx answer that is not an OAuth error is a refusal (exit 3)."""
     import requests.exceptions as rq
 
     from mlflow_secrets_helper import netrules
@@ -148,6 +182,8 @@ def _send(
         "allow_redirects": False,
         "hooks": {"response": [_status_guard(where, seams), bounded_requests_body(where)]},
     }
+    if refusals:
+        options["hooks"]["response"].append(_refusal_guard(where))
     if netrules.is_loopback_url(url):
         options["proxies"] = netrules.no_proxies()
     try:
@@ -203,6 +239,30 @@ def _status_guard(where: str, seams: Seams) -> Any:
     return hook
 
 
+def _refusal_guard(where: str) -> Any:
+    """A requests hook, run after the body is read: a 4xx answer without an OAuth error
+    (an HTML page, an empty body, a gateway's own JSON) is a refusal, not a fault."""
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> None:
+        status = response.status_code
+        if not 400 <= status < 500:
+            return
+        try:
+            document = json.loads(response.content or b"null")
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("error"), str):
+            return  # an OAuth error: authlib raises it, _oauth_error maps it
+        raise Final(
+            BackendDenied(
+                f"{where} answered HTTP {status} without an OAuth error",
+                hints=[_DENIED_HINTS["invalid_client"]],
+            )
+        )
+
+    return hook
+
+
 def read_token(answer: Any, token_url: str) -> tuple[str, float | None]:
     """The access token and its lifetime in seconds from a token response (RFC 6749 5.1)."""
     where = f"the token endpoint {display_url(token_url)[:200]}"
@@ -246,7 +306,9 @@ _DENIED_HINTS = {
 
 
 def _oauth_error(code: str, description: object, client: Client) -> HelperError:
-    said = one_line(escape(description), 200) if description else ""
+    # the identity provider's own words, minus the client secret should it echo it
+    text = str(description or "").replace(client.client_secret.expose(), "<redacted>")
+    said = one_line(escape(text), 200) if text else ""
     message = f"the identity provider refused the client {escape(client.client_id)[:80]!s}: " + (
         f"{escape(code)[:60]!s} ({said})" if said else escape(code)[:60]
     )

@@ -415,7 +415,13 @@ def default_credential(
     if direct_login:  # a loopback authority is contacted directly, never via a proxy
         credential_options["proxies"] = no_proxies()
     credential_options["transport"] = _bounded_transport(where)
-    return DefaultAzureCredential(**credential_options, **options)
+    try:
+        return DefaultAzureCredential(**credential_options, **options)
+    except ValueError as exc:  # a setting the SDK refuses, e.g. AZURE_TOKEN_CREDENTIALS=bogus
+        raise ConfigError(
+            f"the Azure SDK refuses its configuration: {one_line(str(exc), 200)}",
+            hints=["check the AZURE_* variables (AZURE_TOKEN_CREDENTIALS takes dev or prod)"],
+        ) from None
 
 
 def sign_in_error(error: Exception, target: str) -> HelperError:

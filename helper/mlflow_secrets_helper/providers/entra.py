@@ -96,6 +96,22 @@ def token_scope(value: str) -> str:
     return resource + DEFAULT_SUFFIX
 
 
+#: the environment variables that choose whose token DefaultAzureCredential gets; each is
+#: part of the cache entry's name (a developer sign-in, ``az login``, cannot be told apart:
+#: see the man page)
+IDENTITY_VARIABLES = (
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_USERNAME",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TOKEN_CREDENTIALS",
+    "IDENTITY_ENDPOINT",
+    "MSI_ENDPOINT",
+)
+
+
 class EntraTokenProvider:
     """An Entra ID access token for one scope, from ``DefaultAzureCredential``.
 
@@ -112,10 +128,11 @@ class EntraTokenProvider:
         self.client_id = azure.managed_identity_client_id(settings.get("client_id", ""))
         self._seams = seams
         self._direct_login = azure.direct_login(env)
-        # a token is the identity's: another identity (or tenant) is another entry
+        # A token is the identity's: everything that chooses the identity names the entry
+        # (the route's managed identity and the environment's sign-in variables alike).
         self._identity = (
-            self.client_id or env.get("AZURE_CLIENT_ID", "").strip().lower(),
-            env.get("AZURE_TENANT_ID", "").strip().lower(),
+            f"mi={self.client_id}",
+            *(f"{name}={env.get(name, '').strip()}" for name in IDENTITY_VARIABLES),
         )
 
     def __repr__(self) -> str:
@@ -128,8 +145,7 @@ class EntraTokenProvider:
         return self.scope
 
     def cache_key(self) -> str:
-        client_id, tenant = self._identity
-        return f"{NAME}|{self.scope}|client={client_id}|tenant={tenant}"
+        return "|".join((NAME, self.scope, *self._identity))
 
     def fetch(self, deadline: float) -> Fetched:
         """Ask for a token before ``deadline`` (``seams.monotonic()``); network failures
