@@ -70,6 +70,11 @@ def _configured_path(value: str, env: Mapping[str, str]) -> str:
             f"the secret file path {path!r} is not absolute",
             hints=[f"set {VARIABLE} to an absolute path (or one starting with ~/)"],
         )
+    if path.endswith("/"):
+        raise ConfigError(
+            f"the secret file path {path!r} ends with '/', so it names a directory",
+            hints=[f"set {VARIABLE} to the file itself"],
+        )
     return path
 
 
