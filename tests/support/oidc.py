@@ -65,11 +65,7 @@ def gateway_for(provider: OidcProvider, server: MlflowServer) -> AuthGateway:
 def auth_gateway(
     oidc_provider: OidcProvider, mlflow_basic_server: MlflowServer
 ) -> Iterator[AuthGateway]:
-    gateway = gateway_for(oidc_provider, mlflow_basic_server)
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
+    yield from _serving(gateway_for(oidc_provider, mlflow_basic_server))
 
 
 @pytest.fixture
@@ -77,7 +73,10 @@ def own_gateway(
     oidc_provider: OidcProvider, mlflow_basic_server: MlflowServer
 ) -> Iterator[AuthGateway]:
     """Like ``auth_gateway``, but the test's own: its counts start at zero."""
-    gateway = gateway_for(oidc_provider, mlflow_basic_server)
+    yield from _serving(gateway_for(oidc_provider, mlflow_basic_server))
+
+
+def _serving(gateway: AuthGateway) -> Iterator[AuthGateway]:
     try:
         yield gateway
     finally:

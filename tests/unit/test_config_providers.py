@@ -155,19 +155,23 @@ def test_a_file_route_must_name_a_registered_provider(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=ids)
-def test_a_file_route_passes_its_settings_on(spec: ProviderSpec, tmp_path: Path) -> None:
+def one_route(tmp_path: Path, spec: ProviderSpec, *lines: str) -> dict[str, str]:
+    """A private config file with one route of ``spec`` for h.example (its secret named,
+    plus ``lines``); the environment that loads it."""
     path = tmp_path / "config.toml"
     path.write_text(
         "[[routes]]\n"
         "hosts = ['h.example']\n"
         f"provider = '{spec.name}'\n"
-        f"{spec.locator} = 'the-secret'\n"
-        "ttl_sec = 7\n"
+        f"{spec.locator} = 'the-secret'\n" + "".join(f"{line}\n" for line in lines)
     )
     path.chmod(0o600)
-    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
-    (route,) = config.load(env).routes
+    return {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_a_file_route_passes_its_settings_on(spec: ProviderSpec, tmp_path: Path) -> None:
+    (route,) = config.load(one_route(tmp_path, spec, "ttl_sec = 7")).routes
     assert (route.provider, dict(route.settings), route.ttl_sec) == (
         spec.name,
         {spec.locator: "the-secret"},
@@ -191,17 +195,12 @@ def test_oidc_settings_apply_to_every_environment_route() -> None:
 
 def test_a_file_route_takes_oidc_keys_and_the_environment_overrides_them(tmp_path: Path) -> None:
     spec = SPECS[0]
-    path = tmp_path / "config.toml"
-    path.write_text(
-        "[[routes]]\n"
-        "hosts = ['h.example']\n"
-        f"provider = '{spec.name}'\n"
-        f"{spec.locator} = 'the-secret'\n"
-        "oidc_token_url = 'https://idp.example.com/token'\n"
-        "oidc_scope = 'from-file'\n"
+    env = one_route(
+        tmp_path,
+        spec,
+        "oidc_token_url = 'https://idp.example.com/token'",
+        "oidc_scope = 'from-file'",
     )
-    path.chmod(0o600)
-    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
     (route,) = config.load(env).routes
     assert dict(route.oauth) == {
         "oidc_token_url": "https://idp.example.com/token",
@@ -213,17 +212,7 @@ def test_a_file_route_takes_oidc_keys_and_the_environment_overrides_them(tmp_pat
 
 
 def test_a_misspelt_oidc_key_in_a_route_gets_a_suggestion(tmp_path: Path) -> None:
-    spec = SPECS[0]
-    path = tmp_path / "config.toml"
-    path.write_text(
-        "[[routes]]\n"
-        "hosts = ['h.example']\n"
-        f"provider = '{spec.name}'\n"
-        f"{spec.locator} = 'the-secret'\n"
-        "oidc_isuer = 'https://idp.example.com'\n"
-    )
-    path.chmod(0o600)
-    env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
+    env = one_route(tmp_path, SPECS[0], "oidc_isuer = 'https://idp.example.com'")
     with pytest.raises(ConfigError, match=r"did you mean oidc_issuer\?"):
         config.load(env)
 
@@ -236,15 +225,5 @@ def test_an_auth_mode_the_provider_cannot_serve_is_a_config_error(
     env = {**base_env, spec.toggle: "true", spec.secret_variable(): "the-secret"}
     with pytest.raises(ConfigError, match="serves bearer credentials only"):
         config.load({**env, f"{spec.env_prefix}_AUTH_MODE": other})
-    path = tmp_path / "config.toml"
-    path.write_text(
-        "[[routes]]\n"
-        "hosts = ['h.example']\n"
-        f"provider = '{spec.name}'\n"
-        f"{spec.locator} = 'the-secret'\n"
-        f"auth_mode = '{other}'\n"
-    )
-    path.chmod(0o600)
-    file_env = {"MLFLOW_SECRETS_CONFIG": str(path), "MLFLOW_SECRETS_CACHE_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="route 1: auth_mode is basic"):
-        config.load(file_env)
+        config.load(one_route(tmp_path, spec, f"auth_mode = '{other}'"))
